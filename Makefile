@@ -1,0 +1,91 @@
+# kroute - build, run, test, install.
+#   make run      install missing Debian packages, build, serve routes/ on the
+#                 embedded broker and feed sample events
+#   make test     every suite (unit, integration, sanitizers); ends "N passed, N failed"
+#   make install PREFIX=/usr/local [DESTDIR=...]
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+VERSION := 0.1.0
+
+CC      ?= cc
+PKGS    := lua5.4 rdkafka yaml-0.1
+CFLAGS  ?= -O2 -g
+WARN    := -Wall -Wextra -Werror=implicit-function-declaration
+CPPFLAGS_ALL := -D_GNU_SOURCE -DKR_VERSION='"$(VERSION)"' \
+	-DKR_LUA_DIR='"$(PREFIX)/share/kroute/lua"' -I/usr/include/lua5.4
+LIBS    := -llua5.4 -lrdkafka -lyaml -lpthread -lm
+
+BUILD   := build
+# the router core: everything but the CLI and test-only bindings
+CORE_SRCS := log.c errors.c pattern.c config.c json.c message.c record.c lapi.c vm.c \
+	worker.c kafkaconf.c producer.c consumer.c dispatch.c broker.c router.c
+CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/obj/%.o)
+PIC_OBJS  := $(CORE_SRCS:%.c=$(BUILD)/pic/%.o) $(BUILD)/pic/luamod.o $(BUILD)/pic/testsupport.o
+ASAN_OBJS := $(CORE_SRCS:%.c=$(BUILD)/asan/%.o) $(BUILD)/asan/main.o
+ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+APT_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 librdkafka-dev libyaml-dev \
+	lua-busted kcat python3
+
+.PHONY: all deps run test test-unit test-integration test-asan install uninstall clean
+
+all: $(BUILD)/kroute $(BUILD)/lua/kroute/native.so
+
+# Installs what is missing (as root on Debian 12); a no-op when all is there.
+deps:
+	@missing=""; for p in $(APT_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(BUILD)/obj/%.o: core/%.c core/*.h | $(BUILD)/obj
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS) $(WARN) -c $< -o $@
+$(BUILD)/pic/%.o: core/%.c core/*.h | $(BUILD)/pic
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS) $(WARN) -fPIC -c $< -o $@
+$(BUILD)/asan/%.o: core/%.c core/*.h | $(BUILD)/asan
+	$(CC) $(CPPFLAGS_ALL) $(ASAN_FLAGS) $(WARN) -c $< -o $@
+
+$(BUILD)/obj $(BUILD)/pic $(BUILD)/asan $(BUILD)/lua/kroute:
+	mkdir -p $@
+
+$(BUILD)/kroute: $(CORE_OBJS) $(BUILD)/obj/main.o
+	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/kroute-asan: $(ASAN_OBJS)
+	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LIBS)
+
+# The real C bindings as a loadable module, for busted specs.
+$(BUILD)/lua/kroute/native.so: $(PIC_OBJS) | $(BUILD)/lua/kroute
+	$(CC) -shared -o $@ $^ -lrdkafka -lyaml -lpthread -lm
+
+run: deps all
+	@sh examples/demo.sh
+
+test: deps all $(BUILD)/kroute-asan
+	@sh spec/run.sh
+
+test-unit: all
+	@sh spec/run.sh unit
+
+test-integration: all
+	@sh spec/run.sh integration
+
+test-asan: all $(BUILD)/kroute-asan
+	@sh spec/run.sh asan
+
+install: $(BUILD)/kroute
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/kroute/lua/kroute
+	install -m 755 $(BUILD)/kroute $(DESTDIR)$(PREFIX)/bin/kroute
+	install -m 644 lua/kroute/*.lua $(DESTDIR)$(PREFIX)/share/kroute/lua/kroute/
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/kroute
+	rm -rf $(DESTDIR)$(PREFIX)/share/kroute
+
+clean:
+	rm -rf $(BUILD)

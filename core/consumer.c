@@ -1,0 +1,189 @@
+/* consumer.c - see consumer.h. Handles eager and cooperative (incremental)
+ * rebalances: the hooks run first so the dispatcher can finish and commit
+ * the work of revoked partitions while they are still assigned. */
+#include "consumer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kafkaconf.h"
+#include "log.h"
+
+struct kr_consumer {
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *q;
+    char *group;
+    kr_consumer_hooks_t hooks;
+};
+
+static void log_parts(const char *what, const char *group,
+                      const rd_kafka_topic_partition_list_t *parts)
+{
+    char buf[1024];
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < parts->cnt && len < sizeof(buf) - 64; i++)
+        len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s%s[%d]", i ? " " : "",
+                                parts->elems[i].topic, (int)parts->elems[i].partition);
+    kr_info("consumer", "group=%s %s %d partition(s): %s", group, what, parts->cnt,
+            parts->cnt ? buf : "-");
+}
+
+/* rebalance_cb: triggered from rd_kafka_consumer_poll/consume_batch_queue
+ * (and close) on the polling thread. */
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    kr_consumer_t *c = opaque;
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t ret = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        log_parts("assigned", c->group, parts);
+        if (c->hooks.assigned)
+            c->hooks.assigned(c->hooks.ctx, parts);
+        if (cooperative)
+            error = rd_kafka_incremental_assign(rk, parts);
+        else
+            ret = rd_kafka_assign(rk, parts);
+    } else {
+        int lost = rd_kafka_assignment_lost(rk);
+        log_parts(lost ? "lost" : "revoked", c->group, parts);
+        if (c->hooks.revoked)
+            c->hooks.revoked(c->hooks.ctx, parts, lost);
+        if (cooperative)
+            error = rd_kafka_incremental_unassign(rk, parts);
+        else
+            ret = rd_kafka_assign(rk, NULL);
+    }
+    if (error) {
+        kr_error("consumer", "group=%s rebalance: %s", c->group, rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    } else if (ret) {
+        kr_error("consumer", "group=%s rebalance: %s", c->group, rd_kafka_err2str(ret));
+    }
+}
+
+kr_consumer_t *kr_consumer_new(const char *brokers, const char *group, const kr_props_t *props,
+                               const kr_consumer_hooks_t *hooks, char *errstr,
+                               size_t errsize)
+{
+    /* session/heartbeat values that also work on the mock cluster; a
+     * route file can override any of them */
+    static const char *const defaults[] = {"enable.auto.commit", "true",
+                                           "auto.commit.interval.ms", "1000",
+                                           "auto.offset.reset", "earliest",
+                                           "session.timeout.ms", "6000",
+                                           "heartbeat.interval.ms", "500",
+                                           "fetch.wait.max.ms", "100",
+                                           "queued.min.messages", "1000000",
+                                           "topic.metadata.refresh.interval.ms", "5000",
+                                           "client.id", "kroute",
+                                           NULL};
+    kr_consumer_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        abort();
+    c->group = strdup(group);
+    if (hooks)
+        c->hooks = *hooks;
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (kr_kafkaconf_apply(conf, defaults, props, errstr, errsize) < 0)
+        goto fail;
+    const char *managed[] = {"bootstrap.servers", brokers, "group.id", group,
+                             "enable.auto.offset.store", "false", NULL};
+    if (kr_kafkaconf_apply(conf, managed, NULL, errstr, errsize) < 0)
+        goto fail;
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_opaque(conf, c);
+    char err[512];
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    if (!c->rk) {
+        snprintf(errstr, errsize, "cannot create consumer for group %s: %s", group, err);
+        goto fail;
+    }
+    conf = NULL; /* owned by rk */
+    rd_kafka_poll_set_consumer(c->rk);
+    c->q = rd_kafka_queue_get_consumer(c->rk);
+    return c;
+fail:
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    free(c->group);
+    free(c);
+    return NULL;
+}
+
+int kr_consumer_subscribe(kr_consumer_t *c, const char *const *topics, size_t cnt,
+                          char *errstr, size_t errsize)
+{
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)cnt);
+    for (size_t i = 0; i < cnt; i++)
+        rd_kafka_topic_partition_list_add(list, topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(c->rk, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (err) {
+        snprintf(errstr, errsize, "group %s: subscribe failed: %s", c->group,
+                 rd_kafka_err2str(err));
+        return -1;
+    }
+    return 0;
+}
+
+ssize_t kr_consumer_poll(kr_consumer_t *c, int timeout_ms, rd_kafka_message_t **rkms,
+                         size_t max)
+{
+    return rd_kafka_consume_batch_queue(c->q, timeout_ms, rkms, max);
+}
+
+void kr_consumer_wake_fd(kr_consumer_t *c, int fd)
+{
+    rd_kafka_queue_io_event_enable(c->q, fd, "c", 1);
+}
+
+void kr_consumer_store(kr_consumer_t *c, const char *topic, int32_t partition, int64_t offset)
+{
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic, partition)->offset = offset;
+    rd_kafka_resp_err_t err = rd_kafka_offsets_store(c->rk, list);
+    if (err)
+        kr_debug("consumer", "group=%s store %s[%d]@%lld: %s", c->group, topic, (int)partition,
+                 (long long)offset, rd_kafka_err2str(err));
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+void kr_consumer_commit(kr_consumer_t *c)
+{
+    rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 0);
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        kr_warn("consumer", "group=%s commit: %s", c->group, rd_kafka_err2str(err));
+}
+
+void kr_consumer_pause(kr_consumer_t *c, const char *topic, int32_t partition, int pause)
+{
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic, partition);
+    if (pause)
+        rd_kafka_pause_partitions(c->rk, list);
+    else
+        rd_kafka_resume_partitions(c->rk, list);
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+const char *kr_consumer_group(const kr_consumer_t *c)
+{
+    return c->group;
+}
+
+void kr_consumer_close(kr_consumer_t *c)
+{
+    if (!c)
+        return;
+    kr_consumer_commit(c);
+    rd_kafka_queue_io_event_enable(c->q, -1, NULL, 0);
+    rd_kafka_queue_destroy(c->q);
+    rd_kafka_consumer_close(c->rk);
+    rd_kafka_destroy(c->rk);
+    free(c->group);
+    free(c);
+}

@@ -1,0 +1,43 @@
+/* consumer.h - one high-level consumer per consumer group.
+ * Offsets are never stored automatically: the dispatcher stores an offset
+ * once its message is fully done, and librdkafka's auto-commit (plus a
+ * synchronous commit on revoke and close) commits what was stored. */
+#ifndef KR_CONSUMER_H
+#define KR_CONSUMER_H
+
+#include <librdkafka/rdkafka.h>
+
+#include "config.h"
+
+typedef struct kr_consumer kr_consumer_t;
+
+/* Rebalance hooks, called from kr_consumer_poll on the polling thread
+ * before librdkafka's (incremental) assign/unassign is applied. `lost`
+ * is set when the partitions were lost (no commit possible). */
+typedef struct kr_consumer_hooks {
+    void (*assigned)(void *ctx, const rd_kafka_topic_partition_list_t *parts);
+    void (*revoked)(void *ctx, const rd_kafka_topic_partition_list_t *parts, int lost);
+    void *ctx;
+} kr_consumer_hooks_t;
+
+kr_consumer_t *kr_consumer_new(const char *brokers, const char *group, const kr_props_t *props,
+                               const kr_consumer_hooks_t *hooks, char *errstr,
+                               size_t errsize);
+/* Subscribes to exact names and ^regexes. */
+int kr_consumer_subscribe(kr_consumer_t *c, const char *const *topics, size_t cnt,
+                          char *errstr, size_t errsize);
+/* Up to `max` messages (errors included: check rkm->err). */
+ssize_t kr_consumer_poll(kr_consumer_t *c, int timeout_ms, rd_kafka_message_t **rkms,
+                         size_t max);
+/* Wakes `fd` (writes one byte) when messages or events arrive. */
+void kr_consumer_wake_fd(kr_consumer_t *c, int fd);
+/* Stores `offset` (the next offset to read) for commit. */
+void kr_consumer_store(kr_consumer_t *c, const char *topic, int32_t partition, int64_t offset);
+/* Synchronous commit of everything stored. */
+void kr_consumer_commit(kr_consumer_t *c);
+void kr_consumer_pause(kr_consumer_t *c, const char *topic, int32_t partition, int pause);
+const char *kr_consumer_group(const kr_consumer_t *c);
+/* Commits, leaves the group (revoke hooks run) and frees. */
+void kr_consumer_close(kr_consumer_t *c);
+
+#endif

@@ -1,0 +1,679 @@
+/* dispatch.c - lanes, handler runs, outputs, retries, DLQ, offsets.
+ * (see dispatch.h). Single-threaded: every function here runs on the
+ * router's loop thread, including the delivery and rebalance callbacks,
+ * which librdkafka only fires from our own poll calls. Lua runs in the
+ * workers' VMs; a message's worker is chosen from its partition (or key,
+ * with ordering: key) so the same lane always lands on the same VM. */
+#include "dispatch.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "message.h"
+#include "record.h"
+#include "vm.h"
+
+#define LANE_BUCKETS 1024
+#define LANE_PAUSE_AT 5000  /* queued messages before a partition is paused */
+#define LANE_RESUME_AT 1000
+
+typedef struct kr_lane kr_lane_t;
+
+/* One consumed message, from fetch to offset store. */
+typedef struct kr_inmsg {
+    rd_kafka_message_t *rkm;
+    kr_msg_t view;
+    kr_lane_t *lane;                /* NULL once orphaned by a revoke */
+    kr_group_t *group;
+    const kr_route_t *const *routes; /* routes matching its topic */
+    size_t route_cnt;
+    size_t route_pos;               /* next route to run */
+    int attempt;                    /* failed runs of routes[route_pos] */
+    int pending;                    /* outputs without a delivery report */
+    int handled;                    /* every route finished */
+    char *delivery_error;           /* first failed output, if any */
+    const kr_route_t *failed_route; /* route whose output failed */
+    struct kr_inmsg *next;
+} kr_inmsg_t;
+
+/* Per produced record: who it belongs to and whether it is a DLQ copy. */
+typedef struct kr_out {
+    kr_inmsg_t *m;
+    const kr_route_t *route;
+    int is_dlq;
+} kr_out_t;
+
+struct kr_lane {
+    kr_group_t *group;
+    char *topic;
+    int32_t partition;
+    kr_inmsg_t *head, *tail; /* every message not yet stored, offset order */
+    kr_inmsg_t *todo;        /* first message not yet handled */
+    size_t queued;
+    int64_t retry_at_ms;     /* > 0: todo waits for a retry */
+    int paused;
+    kr_lane_t *hnext;
+};
+
+typedef struct topic_routes {
+    char *topic;
+    const kr_route_t **routes;
+    size_t cnt;
+} topic_routes_t;
+
+struct kr_group {
+    kr_dispatch_t *d;
+    char *name;
+    kr_consumer_t *c;
+    const kr_route_t **routes;
+    size_t route_cnt;
+    const char **subs;
+    size_t sub_cnt;
+    topic_routes_t *cache;
+    size_t cache_cnt;
+    kr_lane_t *buckets[LANE_BUCKETS];
+};
+
+struct kr_dispatch {
+    const kr_config_t *cfg;
+    kr_worker_t **workers;
+    int worker_cnt;
+    kr_producer_t *p;
+    kr_group_t **groups;
+    size_t group_cnt;
+    size_t inflight;
+    size_t retrying;  /* lanes waiting for a retry */
+    int fatal;
+    unsigned rr;      /* ordering: none round robin */
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size);
+    if (!p)
+        abort();
+    return p;
+}
+
+static uint32_t hash_bytes(const void *p, size_t len, uint32_t h)
+{
+    const unsigned char *s = p;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ s[i]) * 16777619u; /* FNV-1a */
+    return h;
+}
+
+kr_dispatch_t *kr_dispatch_new(const kr_config_t *cfg, kr_worker_t **workers, int worker_cnt)
+{
+    kr_dispatch_t *d = xcalloc(1, sizeof(*d));
+    d->cfg = cfg;
+    d->workers = workers;
+    d->worker_cnt = worker_cnt;
+    return d;
+}
+
+void kr_dispatch_set_producer(kr_dispatch_t *d, kr_producer_t *p)
+{
+    d->p = p;
+}
+
+kr_group_t *kr_dispatch_group(kr_dispatch_t *d, const char *group)
+{
+    for (size_t i = 0; i < d->group_cnt; i++)
+        if (!strcmp(d->groups[i]->name, group))
+            return d->groups[i];
+    kr_group_t *g = xcalloc(1, sizeof(*g));
+    g->d = d;
+    g->name = strdup(group);
+    const kr_config_t *cfg = d->cfg;
+    g->routes = xcalloc(cfg->route_cnt, sizeof(*g->routes));
+    for (size_t i = 0; i < cfg->route_cnt; i++) {
+        const kr_route_t *r = &cfg->routes[i];
+        if (strcmp(r->group ? r->group : cfg->group, group) != 0)
+            continue;
+        g->routes[g->route_cnt++] = r;
+        for (size_t j = 0; j < r->pattern_cnt; j++) {
+            const char *sub = r->patterns[j].subscription;
+            int dup = 0;
+            for (size_t k = 0; k < g->sub_cnt; k++)
+                dup |= !strcmp(g->subs[k], sub);
+            if (dup)
+                continue;
+            g->subs = realloc(g->subs, (g->sub_cnt + 1) * sizeof(*g->subs));
+            if (!g->subs)
+                abort();
+            g->subs[g->sub_cnt++] = sub;
+        }
+    }
+    d->groups = realloc(d->groups, (d->group_cnt + 1) * sizeof(*d->groups));
+    if (!d->groups)
+        abort();
+    d->groups[d->group_cnt++] = g;
+    return g;
+}
+
+void kr_group_set_consumer(kr_group_t *g, kr_consumer_t *c)
+{
+    g->c = c;
+}
+
+const char *const *kr_group_subscriptions(kr_group_t *g, size_t *cnt)
+{
+    *cnt = g->sub_cnt;
+    return g->subs;
+}
+
+const char *kr_group_name(const kr_group_t *g)
+{
+    return g->name;
+}
+
+/* Routes of the group whose patterns match `topic`, computed once. */
+static const topic_routes_t *routes_for(kr_group_t *g, const char *topic)
+{
+    for (size_t i = 0; i < g->cache_cnt; i++)
+        if (!strcmp(g->cache[i].topic, topic))
+            return &g->cache[i];
+    g->cache = realloc(g->cache, (g->cache_cnt + 1) * sizeof(*g->cache));
+    if (!g->cache)
+        abort();
+    topic_routes_t *tr = &g->cache[g->cache_cnt++];
+    tr->topic = strdup(topic);
+    tr->routes = xcalloc(g->route_cnt, sizeof(*tr->routes));
+    tr->cnt = 0;
+    for (size_t i = 0; i < g->route_cnt; i++)
+        for (size_t j = 0; j < g->routes[i]->pattern_cnt; j++)
+            if (kr_pattern_match(&g->routes[i]->patterns[j], topic)) {
+                tr->routes[tr->cnt++] = g->routes[i];
+                break;
+            }
+    return tr;
+}
+
+/* ---------- lanes ---------- */
+
+static kr_lane_t **lane_slot(kr_group_t *g, const char *topic, int32_t partition)
+{
+    uint32_t h = hash_bytes(topic, strlen(topic), 2166136261u) ^ ((uint32_t)partition * 2654435761u);
+    kr_lane_t **slot = &g->buckets[h % LANE_BUCKETS];
+    while (*slot && ((*slot)->partition != partition || strcmp((*slot)->topic, topic)))
+        slot = &(*slot)->hnext;
+    return slot;
+}
+
+static kr_lane_t *lane_get(kr_group_t *g, const char *topic, int32_t partition)
+{
+    kr_lane_t **slot = lane_slot(g, topic, partition);
+    if (!*slot) {
+        kr_lane_t *lane = xcalloc(1, sizeof(*lane));
+        lane->group = g;
+        lane->topic = strdup(topic);
+        lane->partition = partition;
+        *slot = lane;
+    }
+    return *slot;
+}
+
+static void inmsg_free(kr_dispatch_t *d, kr_inmsg_t *m)
+{
+    rd_kafka_message_destroy(m->rkm);
+    free(m->delivery_error);
+    free(m);
+    d->inflight--;
+}
+
+static void set_retry(kr_dispatch_t *d, kr_lane_t *lane, int64_t at)
+{
+    if (!lane->retry_at_ms && at)
+        d->retrying++;
+    else if (lane->retry_at_ms && !at)
+        d->retrying--;
+    lane->retry_at_ms = at;
+}
+
+/* Stores the offset after the longest run of finished messages at the
+ * head of the lane: never past a message that is not done. */
+static void lane_advance(kr_dispatch_t *d, kr_lane_t *lane)
+{
+    int64_t next = -1;
+    while (lane->head && lane->head->handled && lane->head->pending == 0) {
+        kr_inmsg_t *m = lane->head;
+        next = m->rkm->offset + 1;
+        lane->head = m->next;
+        if (!lane->head)
+            lane->tail = NULL;
+        lane->queued--;
+        inmsg_free(d, m);
+    }
+    if (next >= 0 && lane->group->c)
+        kr_consumer_store(lane->group->c, lane->topic, lane->partition, next);
+    if (lane->paused && lane->queued <= LANE_RESUME_AT && lane->group->c) {
+        kr_consumer_pause(lane->group->c, lane->topic, lane->partition, 0);
+        lane->paused = 0;
+    }
+}
+
+/* ---------- producing ---------- */
+
+static void produce_one(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route, int is_dlq,
+                        const char *topic, int32_t partition, const void *key, size_t key_len,
+                        const void *value, size_t value_len, rd_kafka_headers_t *hdrs)
+{
+    kr_out_t *out = xcalloc(1, sizeof(*out));
+    out->m = m;
+    out->route = route;
+    out->is_dlq = is_dlq;
+    m->pending++;
+    rd_kafka_resp_err_t err = kr_producer_send(d->p, topic, partition, key, key_len, value,
+                                               value_len, hdrs, out);
+    if (err) /* refused before queueing: same path as a failed delivery */
+        kr_dispatch_delivered(d, out, err);
+}
+
+static void add_header_text(rd_kafka_headers_t *h, const char *name, const char *value)
+{
+    rd_kafka_header_add(h, name, -1, value, -1);
+}
+
+/* Dead-letters the input of `m` for `route` with the reason and trace. */
+static void dead_letter(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route,
+                        const char *reason, const char *trace)
+{
+    const kr_msg_t *msg = &m->view;
+    if (route->dlq_off) {
+        kr_warn("dispatch", "route=%s topic=%s partition=%d offset=%lld: skipped after "
+                            "failure (dlq: false): %s",
+                route->name, msg->topic, (int)msg->partition, (long long)msg->offset, reason);
+        return;
+    }
+    char dlq_buf[512];
+    const char *dlq = route->dlq;
+    if (!dlq) {
+        snprintf(dlq_buf, sizeof(dlq_buf), "%s.dlq", msg->topic);
+        dlq = dlq_buf;
+    }
+    rd_kafka_headers_t *h = msg->headers ? rd_kafka_headers_copy(msg->headers)
+                                         : rd_kafka_headers_new(8);
+    char num[32];
+    add_header_text(h, "kafka_dlt-original-topic", msg->topic);
+    snprintf(num, sizeof(num), "%d", (int)msg->partition);
+    add_header_text(h, "kafka_dlt-original-partition", num);
+    snprintf(num, sizeof(num), "%lld", (long long)msg->offset);
+    add_header_text(h, "kafka_dlt-original-offset", num);
+    snprintf(num, sizeof(num), "%lld", (long long)msg->timestamp);
+    add_header_text(h, "kafka_dlt-original-timestamp", num);
+    add_header_text(h, "kafka_dlt-original-consumer-group", m->group->name);
+    add_header_text(h, "kafka_dlt-exception-message", reason);
+    add_header_text(h, "kafka_dlt-exception-stacktrace", trace ? trace : "");
+    add_header_text(h, "kroute_route", route->name);
+    kr_warn("dispatch", "route=%s topic=%s partition=%d offset=%lld: sent to DLQ %s: %s",
+            route->name, msg->topic, (int)msg->partition, (long long)msg->offset, dlq, reason);
+    produce_one(d, m, route, 1, dlq, RD_KAFKA_PARTITION_UA, msg->key, msg->key_len, msg->value,
+                msg->value_len, h);
+}
+
+/* Checks every output has a topic before producing any of them, so an
+ * incomplete run fails as a whole (and is retried) rather than half-sent. */
+static const char *missing_topic(const kr_route_t *route, const kr_run_t *run)
+{
+    for (size_t i = 0; i < run->cnt; i++)
+        if (!run->recs[i].topic && !route->to)
+            return "the handler returned a value but the route has no 'to' topic (set `to:` "
+                   "or return kroute.record{topic=...})";
+    return NULL;
+}
+
+static void produce_outputs(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route,
+                            kr_run_t *run)
+{
+    const kr_msg_t *msg = &m->view;
+    for (size_t i = 0; i < run->cnt; i++) {
+        kr_record_t *rec = &run->recs[i];
+        const void *key = NULL;
+        size_t key_len = 0;
+        if (rec->key_mode == KR_KEY_INHERIT) {
+            key = msg->key;
+            key_len = msg->key_len;
+        } else if (rec->key_mode == KR_KEY_SET) {
+            key = rec->key.data ? rec->key.data : "";
+            key_len = rec->key.len;
+        }
+        rd_kafka_headers_t *hdrs = NULL;
+        if (rec->inherit_headers) {
+            if (msg->headers)
+                hdrs = rd_kafka_headers_copy(msg->headers);
+        } else {
+            hdrs = rec->headers;
+            rec->headers = NULL; /* ownership moves to the producer */
+        }
+        const char *topic = rec->topic ? rec->topic : route->to;
+        kr_debug("dispatch", "route=%s topic=%s partition=%d offset=%lld -> %s",
+                 route->name, msg->topic, (int)msg->partition, (long long)msg->offset, topic);
+        produce_one(d, m, route, 0, topic, rec->partition, key, key_len,
+                    rec->value_null ? NULL : (rec->value.data ? rec->value.data : ""),
+                    rec->value_null ? 0 : rec->value.len, hdrs);
+    }
+}
+
+static kr_vm_t *vm_for(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route)
+{
+    uint32_t h;
+    if (route->ordering == KR_ORDER_KEY && m->view.key)
+        h = hash_bytes(m->view.key, m->view.key_len, 2166136261u);
+    else if (route->ordering == KR_ORDER_NONE)
+        h = d->rr++;
+    else
+        h = hash_bytes(m->view.topic, strlen(m->view.topic), (uint32_t)m->view.partition);
+    return d->workers[h % (uint32_t)d->worker_cnt]->vms[route->index];
+}
+
+static int64_t backoff_ms(const kr_route_t *route, int attempt)
+{
+    int64_t delay = route->backoff_ms;
+    for (int i = 1; i < attempt && delay < route->max_backoff_ms; i++)
+        delay *= 2;
+    if (delay > route->max_backoff_ms)
+        delay = route->max_backoff_ms;
+    /* equal jitter: spread retries of many partitions over [delay/2, delay] */
+    if (delay > 1)
+        delay = delay / 2 + rand() % (delay / 2 + 1);
+    return delay;
+}
+
+/* Runs the remaining routes of `m`. Returns 0 when m is handled, or 1
+ * when it waits for a retry (the lane's retry_at is set). */
+static int run_routes(kr_dispatch_t *d, kr_inmsg_t *m)
+{
+    const kr_msg_t *msg = &m->view;
+    while (m->route_pos < m->route_cnt) {
+        const kr_route_t *route = m->routes[m->route_pos];
+        kr_run_t run = {.msg = msg};
+        int rc = kr_vm_run(vm_for(d, m, route), &run);
+        const char *bad = rc == 0 ? missing_topic(route, &run) : NULL;
+        if (rc == 0 && !bad) {
+            produce_outputs(d, m, route, &run);
+            kr_run_clear(&run);
+            m->route_pos++;
+            m->attempt = 0;
+            continue;
+        }
+        const char *reason = bad ? bad : run.error;
+        m->attempt++;
+        if (m->attempt < route->attempts) {
+            int64_t delay = backoff_ms(route, m->attempt);
+            kr_warn("dispatch",
+                    "route=%s topic=%s partition=%d offset=%lld: attempt %d/%d failed, retry "
+                    "in %lldms: %s\n%s",
+                    route->name, msg->topic, (int)msg->partition, (long long)msg->offset,
+                    m->attempt, route->attempts, (long long)delay, reason,
+                    run.trace ? run.trace : "");
+            set_retry(d, m->lane, now_ms() + delay);
+            kr_run_clear(&run);
+            return 1;
+        }
+        kr_error("dispatch",
+                 "route=%s topic=%s partition=%d offset=%lld: failed after %d attempt(s): "
+                 "%s\n%s",
+                 route->name, msg->topic, (int)msg->partition, (long long)msg->offset,
+                 m->attempt, reason, run.trace ? run.trace : "");
+        dead_letter(d, m, route, reason, run.trace);
+        kr_run_clear(&run);
+        m->route_pos++;
+        m->attempt = 0;
+    }
+    return 0;
+}
+
+/* Handles the lane's messages in order until one waits for a retry. */
+static void lane_pump(kr_dispatch_t *d, kr_lane_t *lane)
+{
+    while (lane->todo && !lane->retry_at_ms && !d->fatal) {
+        kr_inmsg_t *m = lane->todo;
+        m->pending++; /* hold: delivery reports served while producing must
+                         not finish m before all its outputs are queued */
+        int waiting = run_routes(d, m);
+        if (!waiting) {
+            m->handled = 1;
+            lane->todo = m->next;
+        }
+        m->pending--;
+        if (waiting)
+            break;
+    }
+    lane_advance(d, lane);
+}
+
+void kr_dispatch_message(kr_group_t *g, rd_kafka_message_t *rkm)
+{
+    kr_dispatch_t *d = g->d;
+    if (rkm->err) {
+        if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            kr_warn("consumer", "group=%s topic=%s: %s", g->name,
+                    rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "-",
+                    rd_kafka_message_errstr(rkm));
+        rd_kafka_message_destroy(rkm);
+        return;
+    }
+    kr_inmsg_t *m = xcalloc(1, sizeof(*m));
+    m->rkm = rkm;
+    m->group = g;
+    kr_msg_from_rkm(&m->view, rkm);
+    const topic_routes_t *tr = routes_for(g, m->view.topic);
+    m->routes = tr->routes;
+    m->route_cnt = tr->cnt;
+    kr_lane_t *lane = lane_get(g, m->view.topic, rkm->partition);
+    m->lane = lane;
+    if (lane->tail)
+        lane->tail->next = m;
+    else
+        lane->head = m;
+    lane->tail = m;
+    if (!lane->todo)
+        lane->todo = m;
+    lane->queued++;
+    d->inflight++;
+    if (!lane->paused && lane->queued >= LANE_PAUSE_AT && g->c) {
+        kr_consumer_pause(g->c, lane->topic, lane->partition, 1);
+        lane->paused = 1;
+    }
+    lane_pump(d, lane);
+}
+
+int kr_dispatch_tick(kr_dispatch_t *d)
+{
+    if (!d->retrying)
+        return -1;
+    int64_t now = now_ms(), next = -1;
+    for (size_t gi = 0; gi < d->group_cnt; gi++)
+        for (size_t b = 0; b < LANE_BUCKETS; b++)
+            for (kr_lane_t *lane = d->groups[gi]->buckets[b]; lane; lane = lane->hnext) {
+                if (!lane->retry_at_ms)
+                    continue;
+                if (lane->retry_at_ms <= now) {
+                    set_retry(d, lane, 0);
+                    lane_pump(d, lane);
+                }
+                if (lane->retry_at_ms && (next < 0 || lane->retry_at_ms - now < next))
+                    next = lane->retry_at_ms - now;
+            }
+    return next < 0 ? -1 : (int)(next > 0 ? next : 0);
+}
+
+/* ---------- delivery reports ---------- */
+
+void kr_dispatch_delivered(void *ctx, void *msg_opaque, rd_kafka_resp_err_t err)
+{
+    kr_dispatch_t *d = ctx;
+    kr_out_t *out = msg_opaque;
+    kr_inmsg_t *m = out->m;
+    if (err) {
+        if (out->is_dlq) {
+            /* nowhere left to put it: keep its offset uncommitted and stop */
+            kr_error("dispatch",
+                     "route=%s topic=%s partition=%d offset=%lld: DLQ delivery failed: %s; "
+                     "stopping so the message is redelivered after restart",
+                     out->route->name, m->view.topic, (int)m->view.partition,
+                     (long long)m->view.offset, rd_kafka_err2str(err));
+            d->fatal = 1;
+        } else if (!m->delivery_error) {
+            kr_error("dispatch", "route=%s topic=%s partition=%d offset=%lld: output delivery "
+                                 "failed: %s",
+                     out->route->name, m->view.topic, (int)m->view.partition,
+                     (long long)m->view.offset, rd_kafka_err2str(err));
+            if (asprintf(&m->delivery_error, "output delivery failed: %s",
+                         rd_kafka_err2str(err)) < 0)
+                abort();
+            m->failed_route = out->route;
+        }
+    }
+    free(out);
+    m->pending--;
+    if (m->pending > 0 || !m->handled)
+        return;
+    if (m->delivery_error && !d->fatal) {
+        /* an output is lost for good: the input goes to the DLQ instead,
+         * so the offset can advance without losing the event */
+        char *reason = m->delivery_error;
+        m->delivery_error = NULL;
+        m->pending++;
+        dead_letter(d, m, m->failed_route, reason, "");
+        m->pending--;
+        free(reason);
+        if (m->pending > 0)
+            return;
+    }
+    if (!m->lane) { /* orphaned by a revoke: nothing to store */
+        inmsg_free(d, m);
+        return;
+    }
+    if (!d->fatal)
+        lane_advance(d, m->lane);
+}
+
+/* ---------- rebalance ---------- */
+
+void kr_dispatch_assigned(void *ctx, const rd_kafka_topic_partition_list_t *parts)
+{
+    (void)ctx;
+    (void)parts; /* lanes are created by the first message */
+}
+
+/* Detaches the lane's messages: unhandled ones are dropped (not stored, so
+ * redelivered to the next owner), ones awaiting delivery become orphans
+ * freed by their last delivery report. */
+static void lane_drop(kr_dispatch_t *d, kr_lane_t *lane)
+{
+    kr_inmsg_t *m = lane->head;
+    while (m) {
+        kr_inmsg_t *next = m->next;
+        m->lane = NULL;
+        m->next = NULL;
+        if (!m->handled || m->pending == 0)
+            inmsg_free(d, m);
+        m = next;
+    }
+    set_retry(d, lane, 0);
+    free(lane->topic);
+    free(lane);
+}
+
+static int lanes_pending(kr_group_t *g, const rd_kafka_topic_partition_list_t *parts)
+{
+    int pending = 0;
+    for (int i = 0; i < parts->cnt; i++) {
+        kr_lane_t *lane = *lane_slot(g, parts->elems[i].topic, parts->elems[i].partition);
+        for (kr_inmsg_t *m = lane ? lane->head : NULL; m; m = m->next)
+            if (m->handled && m->pending)
+                pending++;
+    }
+    return pending;
+}
+
+void kr_dispatch_revoked(void *ctx, const rd_kafka_topic_partition_list_t *parts, int lost)
+{
+    kr_group_t *g = ctx;
+    kr_dispatch_t *d = g->d;
+    if (!lost && d->p) {
+        /* let the outputs of handled messages land so their offsets can be
+         * committed before another member takes the partitions over */
+        int64_t until = now_ms() + 10000;
+        while (lanes_pending(g, parts) && now_ms() < until && !d->fatal)
+            kr_producer_poll(d->p, 20);
+        if (g->c)
+            kr_consumer_commit(g->c);
+    }
+    for (int i = 0; i < parts->cnt; i++) {
+        kr_lane_t **slot = lane_slot(g, parts->elems[i].topic, parts->elems[i].partition);
+        kr_lane_t *lane = *slot;
+        if (!lane)
+            continue;
+        *slot = lane->hnext;
+        lane_drop(d, lane);
+    }
+}
+
+size_t kr_dispatch_inflight(const kr_dispatch_t *d)
+{
+    return d->inflight;
+}
+
+int kr_dispatch_drain(kr_dispatch_t *d, int timeout_ms)
+{
+    /* stop handling: unhandled messages stay uncommitted */
+    for (size_t gi = 0; gi < d->group_cnt; gi++)
+        for (size_t b = 0; b < LANE_BUCKETS; b++)
+            for (kr_lane_t *lane = d->groups[gi]->buckets[b]; lane; lane = lane->hnext) {
+                set_retry(d, lane, 0);
+                lane->todo = NULL;
+            }
+    return d->p ? kr_producer_flush(d->p, timeout_ms) : 0;
+}
+
+int kr_dispatch_fatal(const kr_dispatch_t *d)
+{
+    return d->fatal;
+}
+
+void kr_dispatch_free(kr_dispatch_t *d)
+{
+    if (!d)
+        return;
+    for (size_t gi = 0; gi < d->group_cnt; gi++) {
+        kr_group_t *g = d->groups[gi];
+        for (size_t b = 0; b < LANE_BUCKETS; b++) {
+            kr_lane_t *lane = g->buckets[b];
+            while (lane) {
+                kr_lane_t *next = lane->hnext;
+                for (kr_inmsg_t *m = lane->head; m;) {
+                    kr_inmsg_t *mn = m->next;
+                    inmsg_free(d, m);
+                    m = mn;
+                }
+                free(lane->topic);
+                free(lane);
+                lane = next;
+            }
+        }
+        for (size_t i = 0; i < g->cache_cnt; i++) {
+            free(g->cache[i].topic);
+            free(g->cache[i].routes);
+        }
+        free(g->cache);
+        free(g->subs);
+        free(g->routes);
+        free(g->name);
+        free(g);
+    }
+    free(d->groups);
+    free(d);
+}

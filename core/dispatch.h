@@ -1,0 +1,50 @@
+/* dispatch.h - from consumed messages to handler runs to committed offsets.
+ * Each assigned partition is a lane: its messages are handled in offset
+ * order (a retrying message holds its lane, not the others), outputs are
+ * produced as soon as a handler succeeds, and the lane's offset advances
+ * only over messages whose every output has a successful delivery report. */
+#ifndef KR_DISPATCH_H
+#define KR_DISPATCH_H
+
+#include <librdkafka/rdkafka.h>
+
+#include "config.h"
+#include "consumer.h"
+#include "producer.h"
+#include "worker.h"
+
+typedef struct kr_dispatch kr_dispatch_t;
+typedef struct kr_group kr_group_t;
+
+/* Borrows cfg and workers; they must outlive the dispatcher. */
+kr_dispatch_t *kr_dispatch_new(const kr_config_t *cfg, kr_worker_t **workers, int worker_cnt);
+void kr_dispatch_set_producer(kr_dispatch_t *d, kr_producer_t *p);
+/* The group that serves `group` (created on first call) and its routes. */
+kr_group_t *kr_dispatch_group(kr_dispatch_t *d, const char *group);
+void kr_group_set_consumer(kr_group_t *g, kr_consumer_t *c);
+/* Subscription strings (exact names, ^regexes) of the group's routes. */
+const char *const *kr_group_subscriptions(kr_group_t *g, size_t *cnt);
+const char *kr_group_name(const kr_group_t *g);
+
+/* Hooks for kr_consumer_hooks_t (ctx = kr_group_t *). */
+void kr_dispatch_assigned(void *g, const rd_kafka_topic_partition_list_t *parts);
+void kr_dispatch_revoked(void *g, const rd_kafka_topic_partition_list_t *parts, int lost);
+/* kr_delivery_cb_t (ctx = kr_dispatch_t *). */
+void kr_dispatch_delivered(void *d, void *msg_opaque, rd_kafka_resp_err_t err);
+
+/* Takes ownership of a consumed message and runs what it can now. */
+void kr_dispatch_message(kr_group_t *g, rd_kafka_message_t *rkm);
+/* Runs due retries. Returns ms until the next retry is due, or -1. */
+int kr_dispatch_tick(kr_dispatch_t *d);
+/* Messages consumed but not yet committed-ready. */
+size_t kr_dispatch_inflight(const kr_dispatch_t *d);
+/* Stops handling: drops messages not yet handled (they were not
+ * committed, so they are redelivered) and waits up to timeout_ms for the
+ * outputs of handled ones. Returns the number of outputs still undelivered. */
+int kr_dispatch_drain(kr_dispatch_t *d, int timeout_ms);
+/* Non-zero when at-least-once can no longer be kept (a DLQ copy could not
+ * be delivered, or the producer hit a fatal error): stop and exit non-zero. */
+int kr_dispatch_fatal(const kr_dispatch_t *d);
+void kr_dispatch_free(kr_dispatch_t *d);
+
+#endif

@@ -1,0 +1,165 @@
+/* message.c - the kroute.message userdata (see message.h).
+ * Fields are read through __index: topic, partition, offset, key, value,
+ * timestamp, headers, and the method json(). Headers come back as a fresh
+ * table: name -> string, or name -> list of strings when a name repeats. */
+#include "message.h"
+
+#include <lauxlib.h>
+#include <string.h>
+
+#include "json.h"
+
+#define MESSAGE_MT "kroute.message"
+
+typedef struct msg_ud {
+    const kr_msg_t *msg; /* NULL once the handler finished */
+} msg_ud_t;
+
+void kr_msg_from_rkm(kr_msg_t *msg, rd_kafka_message_t *rkm)
+{
+    rd_kafka_timestamp_type_t tstype;
+    msg->topic = rd_kafka_topic_name(rkm->rkt);
+    msg->partition = rkm->partition;
+    msg->offset = rkm->offset;
+    msg->key = rkm->key;
+    msg->key_len = rkm->key_len;
+    msg->value = rkm->payload;
+    msg->value_len = rkm->len;
+    msg->timestamp = rd_kafka_message_timestamp(rkm, &tstype);
+    msg->headers = NULL;
+    if (rd_kafka_message_headers(rkm, &msg->headers) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        msg->headers = NULL;
+}
+
+void kr_message_push(lua_State *L, const kr_msg_t *msg)
+{
+    msg_ud_t *ud = lua_newuserdatauv(L, sizeof(*ud), 0);
+    ud->msg = msg;
+    luaL_setmetatable(L, MESSAGE_MT);
+}
+
+void kr_message_invalidate(lua_State *L, int idx)
+{
+    msg_ud_t *ud = luaL_testudata(L, idx, MESSAGE_MT);
+    if (ud)
+        ud->msg = NULL;
+}
+
+static const kr_msg_t *check_msg(lua_State *L, int idx)
+{
+    msg_ud_t *ud = luaL_checkudata(L, idx, MESSAGE_MT);
+    if (!ud->msg)
+        luaL_error(L, "message used after its handler finished");
+    return ud->msg;
+}
+
+static void push_bytes(lua_State *L, const void *p, size_t len)
+{
+    if (p)
+        lua_pushlstring(L, (const char *)p, len);
+    else
+        lua_pushnil(L);
+}
+
+/* [-0, +1, m] headers as name -> string | {string, ...} */
+static void push_headers(lua_State *L, rd_kafka_headers_t *hdrs)
+{
+    lua_newtable(L);
+    if (!hdrs)
+        return;
+    const char *name;
+    const void *val;
+    size_t size;
+    for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &val, &size) == 0; i++) {
+        lua_pushlstring(L, val ? (const char *)val : "", val ? size : 0);
+        int t = lua_getfield(L, -2, name);
+        if (t == LUA_TNIL) {
+            lua_pop(L, 1);
+            lua_setfield(L, -2, name);
+        } else if (t == LUA_TSTRING) {
+            /* second occurrence: turn the value into a list */
+            lua_createtable(L, 2, 0);
+            lua_insert(L, -2);
+            lua_rawseti(L, -2, 1);
+            lua_insert(L, -2);
+            lua_rawseti(L, -2, 2);
+            lua_setfield(L, -2, name);
+        } else {
+            lua_insert(L, -2);
+            lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+            lua_pop(L, 1);
+        }
+    }
+}
+
+/* msg:json() -> table | nil, err  [-0, +(1|2), m] */
+static int msg_json(lua_State *L)
+{
+    const kr_msg_t *msg = check_msg(L, 1);
+    if (!msg->value) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "message has no value");
+        return 2;
+    }
+    char err[256];
+    if (kr_json_decode(L, msg->value, msg->value_len, err, sizeof(err)) < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    return 1;
+}
+
+static int msg_index(lua_State *L)
+{
+    const kr_msg_t *msg = check_msg(L, 1);
+    const char *k = luaL_checkstring(L, 2);
+    if (!strcmp(k, "value"))
+        push_bytes(L, msg->value, msg->value_len);
+    else if (!strcmp(k, "key"))
+        push_bytes(L, msg->key, msg->key_len);
+    else if (!strcmp(k, "topic"))
+        lua_pushstring(L, msg->topic);
+    else if (!strcmp(k, "partition"))
+        lua_pushinteger(L, msg->partition);
+    else if (!strcmp(k, "offset"))
+        lua_pushinteger(L, msg->offset);
+    else if (!strcmp(k, "timestamp"))
+        lua_pushinteger(L, msg->timestamp);
+    else if (!strcmp(k, "headers"))
+        push_headers(L, msg->headers);
+    else if (!strcmp(k, "json"))
+        lua_pushcfunction(L, msg_json);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+static int msg_newindex(lua_State *L)
+{
+    return luaL_error(L, "message fields are read-only (build a new value or kroute.record)");
+}
+
+static int msg_tostring(lua_State *L)
+{
+    msg_ud_t *ud = luaL_checkudata(L, 1, MESSAGE_MT);
+    if (!ud->msg)
+        lua_pushliteral(L, "kroute.message (finished)");
+    else
+        lua_pushfstring(L, "kroute.message(%s/%d@%I)", ud->msg->topic, (int)ud->msg->partition,
+                        (lua_Integer)ud->msg->offset);
+    return 1;
+}
+
+void kr_message_register(lua_State *L)
+{
+    static const luaL_Reg meta[] = {{"__index", msg_index},
+                                    {"__newindex", msg_newindex},
+                                    {"__tostring", msg_tostring},
+                                    {NULL, NULL}};
+    luaL_newmetatable(L, MESSAGE_MT);
+    luaL_setfuncs(L, meta, 0);
+    lua_pushliteral(L, "kroute.message");
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+}

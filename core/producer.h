@@ -1,0 +1,35 @@
+/* producer.h - the idempotent producer every output, emit and DLQ copy
+ * goes through. Delivery reports come back through a callback carrying the
+ * per-record opaque the dispatcher passed in, on the thread that polls. */
+#ifndef KR_PRODUCER_H
+#define KR_PRODUCER_H
+
+#include <librdkafka/rdkafka.h>
+
+#include "config.h"
+
+/* Called from kr_producer_poll/flush for each record, once. */
+typedef void(kr_delivery_cb_t)(void *ctx, void *msg_opaque, rd_kafka_resp_err_t err);
+
+typedef struct kr_producer kr_producer_t;
+
+kr_producer_t *kr_producer_new(const char *brokers, const kr_props_t *props,
+                               kr_delivery_cb_t *cb, void *ctx, char *errstr, size_t errsize);
+/* Produces a copy of key/value. Takes `hdrs` (may be NULL) on success and
+ * on failure. Waits (polling delivery reports) while the queue is full.
+ * Returns 0 or an error code. */
+rd_kafka_resp_err_t kr_producer_send(kr_producer_t *p, const char *topic, int32_t partition,
+                                     const void *key, size_t key_len, const void *value,
+                                     size_t value_len, rd_kafka_headers_t *hdrs,
+                                     void *msg_opaque);
+/* Serves delivery reports. */
+void kr_producer_poll(kr_producer_t *p, int timeout_ms);
+/* Waits up to timeout_ms for every outstanding record; returns how many
+ * are still outstanding. */
+int kr_producer_flush(kr_producer_t *p, int timeout_ms);
+/* Non-zero once librdkafka raised a fatal (idempotence) error. */
+int kr_producer_fatal(kr_producer_t *p, char *errstr, size_t errsize);
+rd_kafka_t *kr_producer_handle(kr_producer_t *p);
+void kr_producer_free(kr_producer_t *p);
+
+#endif

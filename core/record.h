@@ -1,0 +1,63 @@
+/* record.h - output records a handler run produces, and its run context.
+ * Outputs are collected while the handler runs and produced only if it
+ * finishes without error, so a retried handler never leaves half its output
+ * behind. Converting Lua values to bytes follows the wire rules: strings are
+ * raw, nil is a null value, numbers/booleans/tables are JSON text. */
+#ifndef KR_RECORD_H
+#define KR_RECORD_H
+
+#include <librdkafka/rdkafka.h>
+#include <lua.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "message.h"
+
+typedef enum { KR_KEY_INHERIT, KR_KEY_NONE, KR_KEY_SET } kr_key_mode_t;
+
+typedef struct kr_record {
+    char *topic;                 /* NULL: the route's `to` */
+    int32_t partition;           /* RD_KAFKA_PARTITION_UA: follow the key */
+    kr_key_mode_t key_mode;
+    kr_buf_t key;
+    int value_null;
+    kr_buf_t value;
+    int inherit_headers;         /* copy the input's headers */
+    rd_kafka_headers_t *headers; /* owned; used when !inherit_headers */
+} kr_record_t;
+
+struct kr_vm;
+
+/* One handler run over one message: its input, outputs and outcome. */
+typedef struct kr_run {
+    const kr_msg_t *msg;
+    struct kr_vm *vm;
+    kr_record_t *recs;
+    size_t cnt, cap;
+    char *error;        /* set when the run failed */
+    char *trace;        /* Lua traceback of the failure */
+    int64_t started_ns, deadline_ns; /* monotonic */
+    int timed_out;
+} kr_run_t;
+
+/* Appends a zeroed record owned by the run. */
+kr_record_t *kr_run_add(kr_run_t *run);
+/* Frees outputs and outcome; keeps msg and vm. */
+void kr_run_clear(kr_run_t *run);
+
+/* The run of the calling coroutine, or NULL outside a handler. */
+kr_run_t *kr_run_current(lua_State *L);
+void kr_run_set_current(lua_State *L, kr_run_t *run);
+
+/* [-0, +0, e] fill `rec` from the handler value at idx: a kroute.record
+ * table, or a plain value for the default topic. Raises on bad fields. */
+void kr_record_from_lua(lua_State *L, int idx, kr_record_t *rec);
+/* [-0, +0, e] kroute.emit(topic, value, opts) arguments at 1..3 */
+void kr_record_from_emit(lua_State *L, kr_record_t *rec);
+/* kroute.record{...}  [-1, +1, e] */
+int kr_record_new(lua_State *L);
+/* Registers the "kroute.record" metatable. */
+void kr_record_register(lua_State *L);
+void kr_record_free(kr_record_t *rec);
+
+#endif

@@ -1,0 +1,27 @@
+/* router.h - `kroute run`: wires config, workers, broker, producer,
+ * consumers and the dispatcher together and runs the event loop until a
+ * signal or a fatal error. */
+#ifndef KR_ROUTER_H
+#define KR_ROUTER_H
+
+#include <stddef.h>
+
+typedef struct kr_router_opts {
+    const char *const *paths;
+    size_t path_cnt;
+    const char *brokers;   /* --brokers, overrides kafka.brokers */
+    const char *group;     /* --group, overrides kafka.group */
+    int workers;           /* --workers */
+    const char *admin;     /* --admin (endpoint not built yet) */
+    int watch;             /* !--no-watch */
+    const char *lua_dir;   /* kroute's lua/ folder */
+} kr_router_opts_t;
+
+/* Returns the process exit code: 0 after a clean shutdown, 1 after a
+ * runtime failure, 2 for a configuration error. */
+int kr_router_run(const kr_router_opts_t *opts);
+
+/* Validates routes and handlers like a start would; prints problems. */
+int kr_router_check(const kr_router_opts_t *opts);
+
+#endif

@@ -1,0 +1,405 @@
+/* vm.c - the handler sandbox (see vm.h).
+ * Libraries are opened one by one (no io, no debug, no package loaders;
+ * os cut down to clock/time/date/difftime; load is text-only), `require`
+ * searches only the handler's folder and kroute's lua/ folder, the
+ * allocator enforces the route's memory cap while handler code runs, and a
+ * count hook stops a run that passes its deadline. Every handler run is a
+ * coroutine started from C, so nothing in here runs unprotected. */
+#include "vm.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <libgen.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lapi.h"
+#include "log.h"
+#include "message.h"
+
+#define HOOK_EVERY 1000 /* instructions between deadline checks */
+
+struct kr_vm {
+    lua_State *L;
+    char *name;
+    char *handler_dir;
+    char *lua_dir;
+    int64_t timeout_ms;
+    size_t mem_used, mem_limit;
+    int enforce;    /* the cap applies only while handler code runs */
+    int handle_ref; /* registry ref of the handle function */
+};
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    kr_vm_t *vm = ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        vm->mem_used -= old;
+        return NULL;
+    }
+    if (vm->enforce && nsize > old && vm->mem_used + (nsize - old) > vm->mem_limit)
+        return NULL; /* Lua turns this into LUA_ERRMEM */
+    void *p = realloc(ptr, nsize);
+    if (p)
+        vm->mem_used = vm->mem_used - old + nsize;
+    return p;
+}
+
+static int vm_panic(lua_State *L)
+{
+    kr_error("vm", "unprotected Lua error: %s", lua_tostring(L, -1));
+    abort();
+}
+
+static void deadline_hook(lua_State *co, lua_Debug *ar)
+{
+    (void)ar;
+    kr_run_t *run = kr_run_current(co);
+    if (run && run->deadline_ns && now_ns() > run->deadline_ns) {
+        run->timed_out = 1;
+        luaL_error(co, "timeout: handler ran longer than %I ms",
+                   (lua_Integer)((run->deadline_ns - run->started_ns) / 1000000));
+    }
+}
+
+/* ---------- sandboxed require ---------- */
+
+static kr_vm_t *vm_of(lua_State *L)
+{
+    return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+/* require(name): preloaded modules, then <handler dir>/<name>.lua,
+ * <lua dir>/<name>.lua and .../<name>/init.lua; text chunks only. */
+static int l_require(lua_State *L)
+{
+    kr_vm_t *vm = vm_of(L);
+    const char *name = luaL_checkstring(L, 1);
+    lua_settop(L, 1);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    if (lua_getfield(L, 2, name) != LUA_TNIL)
+        return 1;
+    lua_pop(L, 1);
+    if (strstr(name, "..") || strchr(name, '/') || name[0] == '.' || !*name)
+        return luaL_error(L, "module '%s' not found (bad module name)", name);
+    char rel[512];
+    snprintf(rel, sizeof(rel), "%s", name);
+    for (char *c = rel; *c; c++)
+        if (*c == '.')
+            *c = '/';
+    const char *dirs[2] = {vm->handler_dir, vm->lua_dir};
+    luaL_Buffer tried;
+    luaL_buffinit(L, &tried);
+    for (int i = 0; i < 2; i++) {
+        if (!dirs[i])
+            continue;
+        for (int form = 0; form < 2; form++) {
+            char path[4096];
+            snprintf(path, sizeof(path), form ? "%s/%s/init.lua" : "%s/%s.lua", dirs[i], rel);
+            if (access(path, R_OK) != 0) {
+                luaL_addstring(&tried, "\n\tno file '");
+                luaL_addstring(&tried, path);
+                luaL_addstring(&tried, "'");
+                continue;
+            }
+            if (luaL_loadfilex(L, path, "t") != LUA_OK)
+                return lua_error(L);
+            lua_pushstring(L, name);
+            lua_pushstring(L, path);
+            lua_call(L, 2, 1);
+            if (lua_isnil(L, -1)) {
+                lua_pop(L, 1);
+                lua_pushboolean(L, 1);
+            }
+            lua_pushvalue(L, -1);
+            lua_setfield(L, 2, name);
+            return 1;
+        }
+    }
+    luaL_pushresult(&tried);
+    return luaL_error(L, "module '%s' not found:%s", name, lua_tostring(L, -1));
+}
+
+/* load(chunk [, name [, mode [, env]]]) restricted to text chunks. */
+static int l_load_text(lua_State *L)
+{
+    int n = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1)); /* the original load */
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_pushliteral(L, "t");
+    if (n >= 4)
+        lua_pushvalue(L, 4);
+    lua_call(L, n >= 4 ? 4 : 3, LUA_MULTRET);
+    return lua_gettop(L) - n;
+}
+
+static void open_sandbox(kr_vm_t *vm)
+{
+    lua_State *L = vm->L;
+    static const luaL_Reg libs[] = {{LUA_GNAME, luaopen_base},
+                                    {LUA_COLIBNAME, luaopen_coroutine},
+                                    {LUA_STRLIBNAME, luaopen_string},
+                                    {LUA_TABLIBNAME, luaopen_table},
+                                    {LUA_MATHLIBNAME, luaopen_math},
+                                    {LUA_UTF8LIBNAME, luaopen_utf8},
+                                    {NULL, NULL}};
+    for (const luaL_Reg *lib = libs; lib->func; lib++) {
+        luaL_requiref(L, lib->name, lib->func, 1);
+        lua_pop(L, 1);
+    }
+    /* os: only the clock and calendar functions */
+    luaL_requiref(L, LUA_OSLIBNAME, luaopen_os, 0);
+    lua_newtable(L);
+    static const char *const os_keep[] = {"clock", "time", "date", "difftime", NULL};
+    for (const char *const *k = os_keep; *k; k++) {
+        lua_getfield(L, -2, *k);
+        lua_setfield(L, -2, *k);
+    }
+    lua_setglobal(L, LUA_OSLIBNAME);
+    lua_pop(L, 1);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_getglobal(L, LUA_OSLIBNAME);
+    lua_setfield(L, -2, LUA_OSLIBNAME);
+    lua_pop(L, 1);
+
+    /* no file access, no bytecode */
+    lua_pushnil(L);
+    lua_setglobal(L, "dofile");
+    lua_pushnil(L);
+    lua_setglobal(L, "loadfile");
+    lua_getglobal(L, LUA_STRLIBNAME);
+    lua_pushnil(L);
+    lua_setfield(L, -2, "dump");
+    lua_pop(L, 1);
+    lua_getglobal(L, "load");
+    lua_pushcclosure(L, l_load_text, 1);
+    lua_setglobal(L, "load");
+
+    kr_message_register(L);
+    luaL_requiref(L, "kroute", luaopen_kroute, 0);
+    lua_getfield(L, -1, "log");
+    lua_getfield(L, -1, "info");
+    lua_setglobal(L, "print"); /* print goes to the log, tagged */
+    lua_pop(L, 2);
+    kr_lapi_set_log_name(L, vm->name);
+
+    lua_pushlightuserdata(L, vm);
+    lua_pushcclosure(L, l_require, 1);
+    lua_setglobal(L, "require");
+    lua_gc(L, LUA_GCGEN, 0, 0);
+}
+
+/* message handler for load-time pcalls: keep "file:line: msg" as is */
+static int load_msgh(lua_State *L)
+{
+    if (!lua_isstring(L, 1))
+        luaL_tolstring(L, 1, NULL);
+    return 1;
+}
+
+static int load_handler(kr_vm_t *vm, const char *path, char *errstr, size_t errsize)
+{
+    lua_State *L = vm->L;
+    lua_pushcfunction(L, load_msgh);
+    int base = lua_gettop(L);
+    if (luaL_loadfilex(L, path, "t") != LUA_OK ||
+        lua_pcall(L, 0, 1, base) != LUA_OK) {
+        snprintf(errstr, errsize, "%s", lua_tostring(L, -1));
+        lua_settop(L, 0);
+        return -1;
+    }
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "init");
+        if (!lua_isnil(L, -1)) {
+            if (!lua_isfunction(L, -1)) {
+                snprintf(errstr, errsize, "%s:1: init must be a function", path);
+                lua_settop(L, 0);
+                return -1;
+            }
+            if (lua_pcall(L, 0, 0, base) != LUA_OK) {
+                snprintf(errstr, errsize, "%s (in init)", lua_tostring(L, -1));
+                lua_settop(L, 0);
+                return -1;
+            }
+        } else {
+            lua_pop(L, 1);
+        }
+        lua_getfield(L, -1, "handle");
+        lua_remove(L, -2);
+    }
+    if (!lua_isfunction(L, -1)) {
+        snprintf(errstr, errsize,
+                 "%s:1: a handler file must return a function or a table with a 'handle' "
+                 "function (it returned %s)",
+                 path, luaL_typename(L, -1));
+        lua_settop(L, 0);
+        return -1;
+    }
+    vm->handle_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_settop(L, 0);
+    return 0;
+}
+
+static char *dup_or_null(const char *s)
+{
+    if (!s)
+        return NULL;
+    char *d = strdup(s);
+    if (!d)
+        abort();
+    return d;
+}
+
+kr_vm_t *kr_vm_new(const kr_vm_opts_t *opts, char *errstr, size_t errsize)
+{
+    kr_vm_t *vm = calloc(1, sizeof(*vm));
+    if (!vm)
+        abort();
+    vm->name = dup_or_null(opts->name ? opts->name : "?");
+    char *tmp = dup_or_null(opts->handler);
+    vm->handler_dir = dup_or_null(dirname(tmp));
+    free(tmp);
+    vm->lua_dir = dup_or_null(opts->lua_dir);
+    vm->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 5000;
+    vm->mem_limit = opts->memory ? opts->memory : (64u << 20);
+    vm->handle_ref = LUA_NOREF;
+    vm->L = lua_newstate(vm_alloc, vm);
+    if (!vm->L) {
+        snprintf(errstr, errsize, "%s:1: cannot create a Lua state", opts->handler);
+        goto fail;
+    }
+    lua_atpanic(vm->L, vm_panic);
+    open_sandbox(vm);
+    /* loading counts against the cap too: a handler whose module state
+     * alone exceeds `memory` is a configuration error */
+    vm->enforce = 1;
+    int rc = load_handler(vm, opts->handler, errstr, errsize);
+    vm->enforce = 0;
+    if (rc < 0)
+        goto fail;
+    return vm;
+fail:
+    kr_vm_free(vm);
+    return NULL;
+}
+
+/* Continuation after the handler returned: its results -> records. */
+static int run_finish(lua_State *co, int status, lua_KContext ctx)
+{
+    (void)status;
+    (void)ctx;
+    kr_run_t *run = kr_run_current(co);
+    int n = lua_gettop(co);
+    for (int i = 1; i <= n; i++) {
+        if (lua_isnil(co, i))
+            continue; /* nothing returned = filtered out */
+        kr_record_t *rec = kr_run_add(run);
+        kr_record_from_lua(co, i, rec);
+    }
+    return 0;
+}
+
+/* The coroutine body: handle(msg). lua_callk keeps it resumable should a
+ * binding yield (request/reply). */
+static int run_entry(lua_State *co)
+{
+    lua_callk(co, 1, LUA_MULTRET, 0, run_finish);
+    return run_finish(co, LUA_OK, 0);
+}
+
+static char *errobj_text(lua_State *L, int idx)
+{
+    const char *s;
+    if (lua_type(L, idx) == LUA_TSTRING || lua_type(L, idx) == LUA_TNUMBER)
+        s = lua_tostring(L, idx);
+    else if (lua_isnil(L, idx))
+        s = "error(nil) raised without a message";
+    else
+        s = luaL_tolstring(L, idx, NULL);
+    return dup_or_null(s);
+}
+
+int kr_vm_run(kr_vm_t *vm, kr_run_t *run)
+{
+    lua_State *L = vm->L;
+    int top = lua_gettop(L);
+    lua_State *co = lua_newthread(L);
+    kr_message_push(L, run->msg);
+    int msg_idx = lua_gettop(L);
+    run->vm = vm;
+    kr_run_set_current(co, run);
+    lua_pushcfunction(co, run_entry);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, vm->handle_ref);
+    lua_pushvalue(L, msg_idx);
+    lua_xmove(L, co, 1);
+    run->started_ns = now_ns();
+    run->deadline_ns = run->started_ns + vm->timeout_ms * 1000000;
+    lua_sethook(co, deadline_hook, LUA_MASKCOUNT, HOOK_EVERY);
+
+    int nres = 0;
+    vm->enforce = 1;
+    int status = lua_resume(co, L, 2, &nres);
+    vm->enforce = 0;
+    kr_message_invalidate(L, msg_idx);
+
+    int rc = 0;
+    if (status == LUA_YIELD) {
+        run->error = dup_or_null("handler yielded: coroutine.yield is not allowed at the top "
+                                 "level of a handler");
+        run->trace = dup_or_null("");
+        rc = -1;
+    } else if (status != LUA_OK) {
+        if (status == LUA_ERRMEM) {
+            char buf[160];
+            snprintf(buf, sizeof(buf),
+                     "out of memory: the route's Lua memory limit (%zu bytes) was reached",
+                     vm->mem_limit);
+            run->error = dup_or_null(buf);
+        } else {
+            run->error = errobj_text(co, -1);
+        }
+        luaL_traceback(L, co, NULL, 0);
+        run->trace = dup_or_null(lua_tostring(L, -1));
+        rc = -1;
+    }
+    if (rc < 0) {
+        for (size_t i = 0; i < run->cnt; i++)
+            kr_record_free(&run->recs[i]);
+        run->cnt = 0; /* a failed run produces nothing */
+    }
+    lua_resetthread(co);
+    kr_run_set_current(co, NULL);
+    lua_settop(L, top);
+    return rc;
+}
+
+size_t kr_vm_memory(const kr_vm_t *vm)
+{
+    return vm->mem_used;
+}
+
+void kr_vm_free(kr_vm_t *vm)
+{
+    if (!vm)
+        return;
+    if (vm->L)
+        lua_close(vm->L);
+    free(vm->name);
+    free(vm->handler_dir);
+    free(vm->lua_dir);
+    free(vm);
+}

@@ -1,0 +1,34 @@
+/* vm.h - one sandboxed Lua state running one route's handler.
+ * A worker holds one kr_vm_t per route, so each route has its own memory
+ * cap and module state, and a route that misbehaves cannot corrupt another.
+ * The VM is driven from one thread at a time; it knows nothing of Kafka. */
+#ifndef KR_VM_H
+#define KR_VM_H
+
+#include <lua.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "record.h"
+
+typedef struct kr_vm_opts {
+    const char *name;     /* route name, for log lines */
+    const char *handler;  /* handler file */
+    const char *lua_dir;  /* kroute's lua/ folder for require, or NULL */
+    int64_t timeout_ms;   /* wall time per run */
+    size_t memory;        /* allocator cap in bytes */
+} kr_vm_opts_t;
+
+typedef struct kr_vm kr_vm_t;
+
+/* Builds the sandbox, loads the handler file and runs its init().
+ * Returns NULL with "file:line: message" in errstr on failure. */
+kr_vm_t *kr_vm_new(const kr_vm_opts_t *opts, char *errstr, size_t errsize);
+/* Runs the handler over run->msg in a fresh coroutine. Returns 0 with the
+ * outputs in run->recs, or -1 with run->error and run->trace set. */
+int kr_vm_run(kr_vm_t *vm, kr_run_t *run);
+/* Bytes currently allocated by the VM. */
+size_t kr_vm_memory(const kr_vm_t *vm);
+void kr_vm_free(kr_vm_t *vm);
+
+#endif
