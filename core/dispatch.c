@@ -338,30 +338,14 @@ static void produce_outputs(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *r
 {
     const kr_msg_t *msg = &m->view;
     for (size_t i = 0; i < run->cnt; i++) {
-        kr_record_t *rec = &run->recs[i];
-        const void *key = NULL;
-        size_t key_len = 0;
-        if (rec->key_mode == KR_KEY_INHERIT) {
-            key = msg->key;
-            key_len = msg->key_len;
-        } else if (rec->key_mode == KR_KEY_SET) {
-            key = rec->key.data ? rec->key.data : "";
-            key_len = rec->key.len;
-        }
-        rd_kafka_headers_t *hdrs = NULL;
-        if (rec->inherit_headers) {
-            if (msg->headers)
-                hdrs = rd_kafka_headers_copy(msg->headers);
-        } else {
-            hdrs = rec->headers;
-            rec->headers = NULL; /* ownership moves to the producer */
-        }
-        const char *topic = rec->topic ? rec->topic : route->to;
+        kr_resolved_t out;
+        if (kr_record_resolve(&run->recs[i], msg, route->to, &out) < 0)
+            continue; /* cannot happen: missing_topic() checked it */
         kr_debug("dispatch", "route=%s topic=%s partition=%d offset=%lld -> %s",
-                 route->name, msg->topic, (int)msg->partition, (long long)msg->offset, topic);
-        produce_one(d, m, route, 0, topic, rec->partition, key, key_len,
-                    rec->value_null ? NULL : (rec->value.data ? rec->value.data : ""),
-                    rec->value_null ? 0 : rec->value.len, hdrs);
+                 route->name, msg->topic, (int)msg->partition, (long long)msg->offset,
+                 out.topic);
+        produce_one(d, m, route, 0, out.topic, out.partition, out.key, out.key_len, out.value,
+                    out.value_len, out.headers);
     }
 }
 

@@ -62,6 +62,34 @@ void kr_run_set_current(lua_State *L, kr_run_t *run)
     memcpy(lua_getextraspace(L), &run, sizeof(run));
 }
 
+int kr_record_resolve(kr_record_t *rec, const kr_msg_t *msg, const char *default_topic,
+                      kr_resolved_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->topic = rec->topic ? rec->topic : default_topic;
+    if (!out->topic)
+        return -1;
+    out->partition = rec->partition;
+    if (rec->key_mode == KR_KEY_INHERIT) {
+        out->key = msg->key;
+        out->key_len = msg->key_len;
+    } else if (rec->key_mode == KR_KEY_SET) {
+        out->key = rec->key.data ? rec->key.data : "";
+        out->key_len = rec->key.len;
+    }
+    if (!rec->value_null) {
+        out->value = rec->value.data ? rec->value.data : "";
+        out->value_len = rec->value.len;
+    }
+    if (rec->inherit_headers) {
+        out->headers = msg->headers ? rd_kafka_headers_copy(msg->headers) : NULL;
+    } else {
+        out->headers = rec->headers;
+        rec->headers = NULL; /* ownership moves to the caller */
+    }
+    return 0;
+}
+
 /* Bytes of a value on the wire: string raw, else JSON text. */
 static void value_bytes(lua_State *L, int idx, kr_buf_t *out, const char *what)
 {

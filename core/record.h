@@ -28,6 +28,23 @@ typedef struct kr_record {
 
 struct kr_vm;
 
+/* A record ready to produce: the input's key and headers filled in where
+ * the handler left them out, the route's `to` where it gave no topic. */
+typedef struct kr_resolved {
+    const char *topic;
+    int32_t partition;
+    const void *key;
+    size_t key_len;
+    const void *value;           /* NULL: null value */
+    size_t value_len;
+    rd_kafka_headers_t *headers; /* owned by the caller */
+} kr_resolved_t;
+
+/* Resolves `rec` against its input. Moves rec's headers out (or copies the
+ * input's). Returns -1 when neither rec nor default_topic names a topic. */
+int kr_record_resolve(kr_record_t *rec, const kr_msg_t *msg, const char *default_topic,
+                      kr_resolved_t *out);
+
 /* One handler run over one message: its input, outputs and outcome. */
 typedef struct kr_run {
     const kr_msg_t *msg;

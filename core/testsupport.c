@@ -31,7 +31,7 @@ extern char **environ;
 #define KR_TS_RES_MT "kroute.testsupport.res"
 #define KR_TS_MOCK_MT "kroute.testsupport.mock"
 
-/* Bounds from the brief: flush waits at most this long, committed() too. */
+/* Upper bounds so an unreachable broker fails a spec instead of hanging it. */
 #define KR_TS_FLUSH_MS 30000
 #define KR_TS_COMMITTED_MS 10000
 #define KR_TS_META_MS 10000
@@ -268,8 +268,8 @@ static int kr_ts_open_append(const char *path)
 /* Runs in the forked child. Only async-signal-safe calls: the parent has
  * librdkafka threads, so malloc locks may be held by threads that no
  * longer exist in this copy of the process. */
-static void kr_ts_child(char **argv, char **envp, const char *cwd, int out_fd,
-                        int err_fd, int report_fd)
+static void kr_ts_child(char **argv, char **envp, const char *cwd, int out_fd, int err_fd,
+                        int report_fd)
 {
     if (out_fd >= 0)
         dup2(out_fd, STDOUT_FILENO);
@@ -467,15 +467,14 @@ static int kr_ts_wait(lua_State *L)
  * top of the defaults every handle here shares. */
 static int kr_ts_connect(kr_ts_res_t *res, rd_kafka_type_t type, const char *brokers,
                          const char *const *kv,
-                         void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *,
-                                       void *),
+                         void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *, void *),
                          char *err, size_t errsz)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     /* Errors only: the mock broker and short-lived handles are chatty. */
     if (rd_kafka_conf_set(conf, "log_level", "3", err, errsz) != RD_KAFKA_CONF_OK ||
-        (brokers && rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err,
-                                      errsz) != RD_KAFKA_CONF_OK))
+        (brokers && rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, errsz) !=
+                        RD_KAFKA_CONF_OK))
         goto fail;
     for (; kv && kv[0]; kv += 2)
         if (rd_kafka_conf_set(conf, kv[0], kv[1], err, errsz) != RD_KAFKA_CONF_OK)
@@ -496,8 +495,8 @@ fail:
 /* Fills res->parts with every partition of `topic`, sorted by id. A new
  * topic (the Metadata request itself auto-creates it on the mock) may
  * report no leader or no partitions for a moment, so retry until timeout. */
-static int kr_ts_load_partitions(kr_ts_res_t *res, const char *topic,
-                                 int64_t timeout_ms, char *err, size_t errsz)
+static int kr_ts_load_partitions(kr_ts_res_t *res, const char *topic, int64_t timeout_ms,
+                                 char *err, size_t errsz)
 {
     int64_t deadline = kr_ts_mono_ms() + timeout_ms;
     res->rkt = rd_kafka_topic_new(res->rk, topic, NULL);
@@ -523,8 +522,7 @@ static int kr_ts_load_partitions(kr_ts_res_t *res, const char *topic,
             const rd_kafka_metadata_topic_t *t = &res->md->topics[0];
             res->parts = rd_kafka_topic_partition_list_new(t->partition_cnt);
             for (int i = 0; i < t->partition_cnt; i++)
-                rd_kafka_topic_partition_list_add(res->parts, topic,
-                                                  t->partitions[i].id);
+                rd_kafka_topic_partition_list_add(res->parts, topic, t->partitions[i].id);
             rd_kafka_topic_partition_list_sort(res->parts, NULL, NULL);
             rd_kafka_metadata_destroy(res->md);
             res->md = NULL;
@@ -627,8 +625,13 @@ static int kr_ts_produce(lua_State *L)
     char err[512];
     /* linger + 64 KiB batches: fast, yet far below the 1 MiB batch size at
      * which the mock broker may drop data (MOCK-BROKER.md). */
-    static const char *const kv[] = {"linger.ms", "5", "batch.size", "65536",
-                                     "partitioner", "murmur2_random", NULL};
+    /* clang-format off */
+    static const char *const kv[] = {
+        "linger.ms", "5",
+        "batch.size", "65536",
+        "partitioner", "murmur2_random",
+        NULL};
+    /* clang-format on */
     if (kr_ts_connect(res, RD_KAFKA_PRODUCER, brokers, kv, kr_ts_dr_cb, err,
                       sizeof(err)) != 0)
         return kr_ts_fail(L, "produce: %s", err);
@@ -767,22 +770,20 @@ static int kr_ts_consume(lua_State *L)
              (long long)kr_ts_clock_ms(CLOCK_REALTIME), ++seq);
     /* fetch.wait.max.ms=10: the mock holds an empty Fetch for the full wait
      * even when data arrives (MOCK-BROKER.md). */
-    const char *const kv[] = {"group.id",
-                              group,
-                              "enable.auto.commit",
-                              "false",
-                              "enable.auto.offset.store",
-                              "false",
-                              "enable.partition.eof",
-                              "false",
-                              "fetch.wait.max.ms",
-                              "10",
-                              NULL};
+    /* clang-format off */
+    const char *const kv[] = {
+        "group.id", group,
+        "enable.auto.commit", "false",
+        "enable.auto.offset.store", "false",
+        "enable.partition.eof", "false",
+        "fetch.wait.max.ms", "10",
+        NULL};
+    /* clang-format on */
     if (kr_ts_connect(res, RD_KAFKA_CONSUMER, brokers, kv, NULL, err, sizeof(err)) != 0)
         return kr_ts_fail(L, "consume: %s", err);
     rd_kafka_poll_set_consumer(res->rk);
-    if (kr_ts_load_partitions(res, topic, deadline - kr_ts_mono_ms(), err,
-                              sizeof(err)) != 0)
+    if (kr_ts_load_partitions(res, topic, deadline - kr_ts_mono_ms(), err, sizeof(err)) !=
+        0)
         return kr_ts_fail(L, "consume: no metadata for topic %s: %s", topic, err);
     for (int i = 0; i < res->parts->cnt; i++)
         res->parts->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
@@ -807,6 +808,8 @@ static int kr_ts_consume(lua_State *L)
         }
         if (wait <= 0)
             break;
+        if (wait > 1000)
+            wait = 1000; /* keeps the int cast safe for huge timeouts */
         res->msg = rd_kafka_consumer_poll(res->rk, (int)wait);
         if (!res->msg)
             continue;
@@ -855,8 +858,7 @@ static int kr_ts_high_watermarks(lua_State *L)
     if (kr_ts_connect(res, RD_KAFKA_PRODUCER, brokers, NULL, NULL, err, sizeof(err)) != 0)
         return kr_ts_fail(L, "high_watermarks: %s", err);
     if (kr_ts_load_partitions(res, topic, KR_TS_META_MS, err, sizeof(err)) != 0)
-        return kr_ts_fail(L, "high_watermarks: no metadata for topic %s: %s", topic,
-                          err);
+        return kr_ts_fail(L, "high_watermarks: no metadata for topic %s: %s", topic, err);
     lua_createtable(L, 0, res->parts->cnt);
     for (int i = 0; i < res->parts->cnt; i++) {
         int32_t p = res->parts->elems[i].partition;
@@ -939,8 +941,7 @@ static int kr_ts_mock_cluster(lua_State *L)
     luaL_setmetatable(L, KR_TS_MOCK_MT);
     char err[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (rd_kafka_conf_set(conf, "log_level", "3", err, sizeof(err)) !=
-        RD_KAFKA_CONF_OK) {
+    if (rd_kafka_conf_set(conf, "log_level", "3", err, sizeof(err)) != RD_KAFKA_CONF_OK) {
         rd_kafka_conf_destroy(conf);
         return kr_ts_fail(L, "mock_cluster: %s", err);
     }

@@ -1,0 +1,336 @@
+/* luamod.c - `require "kroute.native"`: the real C core as a loadable Lua
+ * module, so busted specs test the same config loader, pattern matcher,
+ * JSON codec and handler sandbox the kroute binary runs - without Kafka.
+ * Exposes: load_config, match, subscription, vm (handler runner), json,
+ * and testsupport (processes and a Kafka client for integration specs). */
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "json.h"
+#include "lapi.h"
+#include "message.h"
+#include "pattern.h"
+#include "record.h"
+#include "testsupport.h"
+#include "vm.h"
+
+#define VM_MT "kroute.native.vm"
+
+typedef struct vm_ud {
+    kr_vm_t *vm;
+    char *to; /* default output topic, like a route's `to` */
+} vm_ud_t;
+
+static void set_str(lua_State *L, const char *k, const char *v)
+{
+    if (v) {
+        lua_pushstring(L, v);
+        lua_setfield(L, -2, k);
+    }
+}
+
+static void set_int(lua_State *L, const char *k, lua_Integer v)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void push_route(lua_State *L, const kr_config_t *cfg, const kr_route_t *r)
+{
+    static const char *const orderings[] = {"partition", "key", "none"};
+    static const char *const kinds[] = {"exact", "glob", "regex"};
+    lua_newtable(L);
+    set_str(L, "name", r->name);
+    set_str(L, "handler", r->handler);
+    set_str(L, "to", r->to);
+    set_str(L, "group", r->group ? r->group : cfg->group);
+    set_str(L, "ordering", orderings[r->ordering]);
+    set_int(L, "attempts", r->attempts);
+    set_int(L, "backoff_ms", r->backoff_ms);
+    set_int(L, "max_backoff_ms", r->max_backoff_ms);
+    if (r->dlq_off) {
+        lua_pushboolean(L, 0);
+        lua_setfield(L, -2, "dlq");
+    } else {
+        set_str(L, "dlq", r->dlq);
+    }
+    set_int(L, "timeout_ms", r->timeout_ms);
+    set_int(L, "memory", (lua_Integer)r->memory);
+    set_str(L, "where", r->where);
+    lua_createtable(L, (int)r->pattern_cnt, 0);
+    for (size_t i = 0; i < r->pattern_cnt; i++) {
+        lua_createtable(L, 0, 3);
+        set_str(L, "text", r->patterns[i].text);
+        set_str(L, "kind", kinds[r->patterns[i].kind]);
+        set_str(L, "subscription", r->patterns[i].subscription);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "match");
+}
+
+static void push_props(lua_State *L, const kr_props_t *props)
+{
+    lua_createtable(L, 0, (int)props->cnt);
+    for (size_t i = 0; i < props->cnt; i++)
+        set_str(L, props->v[i].name, props->v[i].value);
+}
+
+/* load_config(path [, path...]) -> config | nil, {errors}  [-n, +(1|2), m] */
+static int l_load_config(lua_State *L)
+{
+    int n = lua_gettop(L);
+    luaL_argcheck(L, n >= 1, 1, "a route file or folder");
+    const char **paths = lua_newuserdatauv(L, (size_t)n * sizeof(char *), 0);
+    for (int i = 0; i < n; i++)
+        paths[i] = luaL_checkstring(L, i + 1);
+    kr_errors_t errs = {0};
+    kr_config_t *cfg = kr_config_load(paths, (size_t)n, &errs);
+    if (!cfg) {
+        lua_pushnil(L);
+        lua_createtable(L, (int)errs.cnt, 0);
+        for (size_t i = 0; i < errs.cnt; i++) {
+            lua_pushstring(L, errs.msgs[i]);
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        kr_errors_free(&errs);
+        return 2;
+    }
+    lua_newtable(L);
+    set_str(L, "brokers", cfg->brokers);
+    set_str(L, "group", cfg->group);
+    push_props(L, &cfg->consumer);
+    lua_setfield(L, -2, "consumer");
+    push_props(L, &cfg->producer);
+    lua_setfield(L, -2, "producer");
+    lua_createtable(L, (int)cfg->route_cnt, 0);
+    for (size_t i = 0; i < cfg->route_cnt; i++) {
+        push_route(L, cfg, &cfg->routes[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "routes");
+    kr_config_free(cfg);
+    return 1;
+}
+
+/* match(pattern, topic) -> bool | nil, err ; subscription(pattern) -> string */
+static int with_pattern(lua_State *L, int want_match)
+{
+    kr_pattern_t p;
+    char err[512];
+    if (kr_pattern_compile(&p, luaL_checkstring(L, 1), err, sizeof(err)) < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    if (want_match)
+        lua_pushboolean(L, kr_pattern_match(&p, luaL_checkstring(L, 2)));
+    else
+        lua_pushstring(L, p.subscription);
+    kr_pattern_free(&p);
+    return 1;
+}
+
+static int l_match(lua_State *L) { return with_pattern(L, 1); }
+static int l_subscription(lua_State *L) { return with_pattern(L, 0); }
+
+static lua_Integer opt_int_field(lua_State *L, int idx, const char *k, lua_Integer dflt)
+{
+    lua_getfield(L, idx, k);
+    lua_Integer v = luaL_optinteger(L, -1, dflt);
+    lua_pop(L, 1);
+    return v;
+}
+
+static const char *opt_str_field(lua_State *L, int idx, const char *k)
+{
+    lua_getfield(L, idx, k);
+    const char *s = lua_tostring(L, -1); /* anchored by the table */
+    lua_pop(L, 1);
+    return s;
+}
+
+/* vm{handler=, name=, to=, timeout_ms=, memory=, lua_dir=} -> vm | nil, err */
+static int l_vm(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    kr_vm_opts_t opts = {.name = opt_str_field(L, 1, "name"),
+                         .handler = opt_str_field(L, 1, "handler"),
+                         .lua_dir = opt_str_field(L, 1, "lua_dir"),
+                         .timeout_ms = opt_int_field(L, 1, "timeout_ms", 5000),
+                         .memory = (size_t)opt_int_field(L, 1, "memory", 64 << 20)};
+    luaL_argcheck(L, opts.handler != NULL, 1, "handler path required");
+    const char *to = opt_str_field(L, 1, "to");
+    char err[2048];
+    kr_vm_t *vm = kr_vm_new(&opts, err, sizeof(err));
+    if (!vm) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    vm_ud_t *ud = lua_newuserdatauv(L, sizeof(*ud), 0);
+    ud->vm = vm;
+    ud->to = to ? strdup(to) : NULL;
+    luaL_setmetatable(L, VM_MT);
+    return 1;
+}
+
+static vm_ud_t *check_vm(lua_State *L)
+{
+    vm_ud_t *ud = luaL_checkudata(L, 1, VM_MT);
+    luaL_argcheck(L, ud->vm != NULL, 1, "vm is closed");
+    return ud;
+}
+
+/* headers: {{name, value}, ...} or {name = value | {values}} */
+static rd_kafka_headers_t *headers_from_lua(lua_State *L, int idx)
+{
+    rd_kafka_headers_t *h = rd_kafka_headers_new(8);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+    if (n > 0) {
+        for (lua_Integer i = 1; i <= n; i++) {
+            lua_rawgeti(L, idx, i);
+            lua_rawgeti(L, -1, 1);
+            lua_rawgeti(L, -2, 2);
+            size_t len;
+            const char *v = lua_tolstring(L, -1, &len);
+            rd_kafka_header_add(h, lua_tostring(L, -2), -1, v, v ? (ssize_t)len : 0);
+            lua_pop(L, 3);
+        }
+        return h;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_istable(L, -1)) {
+            for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, -1); i++) {
+                lua_rawgeti(L, -1, i);
+                size_t len;
+                const char *v = lua_tolstring(L, -1, &len);
+                rd_kafka_header_add(h, lua_tostring(L, -3), -1, v, (ssize_t)len);
+                lua_pop(L, 1);
+            }
+        } else {
+            size_t len;
+            const char *v = lua_tolstring(L, -1, &len);
+            rd_kafka_header_add(h, lua_tostring(L, -2), -1, v, (ssize_t)len);
+        }
+        lua_pop(L, 1);
+    }
+    return h;
+}
+
+static void push_headers_list(lua_State *L, rd_kafka_headers_t *h)
+{
+    lua_newtable(L);
+    const char *name;
+    const void *val;
+    size_t size;
+    for (size_t i = 0; h && rd_kafka_header_get_all(h, i, &name, &val, &size) == 0; i++) {
+        lua_createtable(L, 2, 0);
+        lua_pushstring(L, name);
+        lua_rawseti(L, -2, 1);
+        lua_pushlstring(L, val ? val : "", val ? size : 0);
+        lua_rawseti(L, -2, 2);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+}
+
+static void push_bytes_field(lua_State *L, const char *k, const void *p, size_t len)
+{
+    if (!p)
+        return;
+    lua_pushlstring(L, p, len);
+    lua_setfield(L, -2, k);
+}
+
+/* vm:handle{topic=, partition=, offset=, key=, value=, timestamp=, headers=}
+ * -> {ok=, error=, trace=, records={{topic, partition, key, value, headers}}} */
+static int l_vm_handle(lua_State *L)
+{
+    vm_ud_t *ud = check_vm(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    kr_msg_t msg = {0};
+    msg.topic = opt_str_field(L, 2, "topic");
+    if (!msg.topic)
+        msg.topic = "test";
+    msg.partition = (int32_t)opt_int_field(L, 2, "partition", 0);
+    msg.offset = opt_int_field(L, 2, "offset", 0);
+    msg.timestamp = opt_int_field(L, 2, "timestamp", 0);
+    lua_getfield(L, 2, "key");
+    msg.key = lua_tolstring(L, -1, &msg.key_len);
+    lua_getfield(L, 2, "value");
+    msg.value = lua_tolstring(L, -1, &msg.value_len);
+    lua_getfield(L, 2, "headers");
+    rd_kafka_headers_t *hdrs = lua_istable(L, -1) ? headers_from_lua(L, lua_gettop(L)) : NULL;
+    msg.headers = hdrs;
+
+    kr_run_t run = {.msg = &msg};
+    int rc = kr_vm_run(ud->vm, &run);
+    lua_newtable(L);
+    lua_pushboolean(L, rc == 0);
+    lua_setfield(L, -2, "ok");
+    set_str(L, "error", run.error);
+    set_str(L, "trace", run.trace);
+    lua_newtable(L);
+    for (size_t i = 0; i < run.cnt; i++) {
+        kr_resolved_t out;
+        lua_newtable(L);
+        if (kr_record_resolve(&run.recs[i], &msg, ud->to, &out) == 0)
+            set_str(L, "topic", out.topic);
+        if (out.partition != RD_KAFKA_PARTITION_UA)
+            set_int(L, "partition", out.partition);
+        push_bytes_field(L, "key", out.key, out.key_len);
+        push_bytes_field(L, "value", out.value, out.value_len);
+        push_headers_list(L, out.headers);
+        lua_setfield(L, -2, "headers");
+        if (out.headers)
+            rd_kafka_headers_destroy(out.headers);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "records");
+    kr_run_clear(&run);
+    if (hdrs)
+        rd_kafka_headers_destroy(hdrs);
+    return 1;
+}
+
+static int l_vm_memory(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)kr_vm_memory(check_vm(L)->vm));
+    return 1;
+}
+
+static int l_vm_close(lua_State *L)
+{
+    vm_ud_t *ud = luaL_checkudata(L, 1, VM_MT);
+    kr_vm_free(ud->vm);
+    free(ud->to);
+    ud->vm = NULL;
+    ud->to = NULL;
+    return 0;
+}
+
+int luaopen_kroute_native(lua_State *L)
+{
+    static const luaL_Reg vm_methods[] = {
+        {"handle", l_vm_handle}, {"memory", l_vm_memory}, {"close", l_vm_close}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"load_config", l_load_config},
+                                     {"match", l_match},
+                                     {"subscription", l_subscription},
+                                     {"vm", l_vm},
+                                     {NULL, NULL}};
+    if (luaL_newmetatable(L, VM_MT)) {
+        luaL_newlib(L, vm_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_vm_close);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    luaL_newlib(L, funcs);
+    luaopen_kroute_json(L);
+    lua_setfield(L, -2, "json");
+    luaopen_kroute_testsupport(L);
+    lua_setfield(L, -2, "testsupport");
+    return 1;
+}

@@ -1,0 +1,54 @@
+#!/bin/sh
+# spec/run.sh [all|unit|integration|asan] - runs the busted suites and
+# prints the totals over all of them as the last line: "N passed, N failed"
+# (", N skipped" when some are pending). Exit status 1 if anything failed.
+#   unit         spec/unit + every examples/*/ spec (the C core as a Lua module)
+#   integration  spec/integration: the kroute binary against embedded brokers
+#   asan         spec/integration again with the AddressSanitizer+UBSan build
+cd "$(dirname "$0")/.." || exit 2
+export LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;"
+export LUA_CPATH="build/lua/?.so;;"
+mkdir -p build/test
+suite=${1:-all}
+passed=0 failed=0 skipped=0
+
+run_suite() {
+    name=$1
+    shift
+    out=build/test/$name.tap
+    echo "== $name"
+    # TAP lines are counted; everything else (logs, diagnostics) passes through
+    "$@" 2>&1 | tee "$out"
+    p=$(grep -c '^ok .*# SKIP' "$out")
+    s=$p
+    p=$(($(grep -c '^ok ' "$out") - s))
+    f=$(grep -c '^not ok ' "$out")
+    # a spec file that fails to load shows up as "not ok" too; a crashed
+    # busted that printed no plan at all counts as one failure
+    grep -q '^1\.\.[0-9]' "$out" || f=$((f + 1))
+    echo "== $name: $p passed, $f failed, $s skipped"
+    passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+}
+
+case $suite in
+all | unit)
+    run_suite unit busted -o TAP spec/unit examples ;;
+esac
+case $suite in
+all | integration)
+    run_suite integration busted -o TAP spec/integration ;;
+esac
+case $suite in
+all | asan)
+    run_suite asan env KROUTE_BIN=build/kroute-asan \
+        ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=66 \
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=66 \
+        busted -o TAP spec/integration ;;
+esac
+
+if [ "$skipped" -gt 0 ]; then
+    echo "$passed passed, $failed failed, $skipped skipped"
+else
+    echo "$passed passed, $failed failed"
+fi
+[ "$failed" -eq 0 ]

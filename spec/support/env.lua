@@ -1,0 +1,169 @@
+-- spec/support/env.lua - what the integration specs share: a `kroute
+-- broker` child per spec file, kroute itself as a child process with its
+-- log in a file, temporary route folders, and waiting with a deadline.
+local ts = require("kroute.native").testsupport
+
+local env = {}
+env.ts = ts
+env.bin = os.getenv("KROUTE_BIN") or "build/kroute"
+env.sanitized = env.bin:match("asan") ~= nil
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  p:close()
+  return (out:gsub("%s+$", ""))
+end
+
+function env.tmpdir()
+  return sh("mktemp -d /tmp/kroute-spec.XXXXXX")
+end
+
+function env.write(path, text)
+  local dir = path:match("^(.*)/[^/]+$")
+  if dir then os.execute("mkdir -p '" .. dir .. "'") end
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+function env.read(path)
+  return ts.read_file(path) or ""
+end
+
+--- Polls fn() every 50 ms until it returns a truthy value or timeout_ms
+-- passes; returns that value (or nil).
+function env.wait_for(fn, timeout_ms)
+  local deadline = ts.monotonic() + (timeout_ms or 20000)
+  repeat
+    local v = fn()
+    if v then return v end
+    ts.sleep(50)
+  until ts.monotonic() > deadline
+  return fn()
+end
+
+--- Runs `kroute ...` to completion; returns exit code and combined output.
+function env.run_cmd(args, timeout_ms)
+  local dir = env.tmpdir()
+  local argv = {env.bin}
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local pid = ts.spawn(argv, {stdout = dir .. "/out", stderr = dir .. "/out"})
+  local how, code = ts.wait(pid, timeout_ms or 30000)
+  if not how then
+    ts.kill(pid, "KILL")
+    ts.wait(pid, 5000)
+    error("kroute " .. table.concat(args, " ") .. " did not finish")
+  end
+  local out = env.read(dir .. "/out")
+  os.execute("rm -rf '" .. dir .. "'")
+  return how == "exit" and code or 128 + code, out
+end
+
+--- A standalone broker child: `kroute broker TOPIC:PARTS...`.
+function env.broker(topics)
+  local dir = env.tmpdir()
+  local argv = {env.bin, "broker"}
+  for _, t in ipairs(topics or {}) do argv[#argv + 1] = t end
+  local b = {dir = dir}
+  b.pid = ts.spawn(argv, {stdout = dir .. "/addr", stderr = dir .. "/log"})
+  b.addr = env.wait_for(function()
+    return env.read(dir .. "/addr"):match("^(%S+)\n")
+  end, 10000)
+  assert(b.addr, "kroute broker printed no address: " .. env.read(dir .. "/log"))
+  function b.stop()
+    ts.kill(b.pid, "TERM")
+    ts.wait(b.pid, 10000)
+    os.execute("rm -rf '" .. dir .. "'")
+  end
+  return b
+end
+
+-- Fast-reacting consumer settings for the mock broker (see MOCK-BROKER.md).
+env.fast_kafka = [[
+kafka:
+  brokers: ${TEST_BROKERS}
+  consumer: { fetch.wait.max.ms: 10, session.timeout.ms: 6000, heartbeat.interval.ms: 500, topic.metadata.refresh.interval.ms: 1000 }
+  producer: { linger.ms: 2 }
+]]
+
+local Router = {}
+Router.__index = Router
+
+--- Starts `kroute run PATH...` against broker address `brokers` (exported
+-- as TEST_BROKERS for route files). opts.args: extra flags.
+function env.kroute(paths, brokers, opts)
+  opts = opts or {}
+  local dir = env.tmpdir()
+  local argv = {env.bin, "run", "--log-level", opts.log_level or "info"}
+  for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
+  for _, p in ipairs(type(paths) == "table" and paths or {paths}) do argv[#argv + 1] = p end
+  local r = setmetatable({dir = dir, log = dir .. "/kroute.log"}, Router)
+  r.pid = ts.spawn(argv, {stderr = r.log, stdout = r.log,
+                          env = {TEST_BROKERS = brokers or "embedded"}})
+  return r
+end
+
+function Router:logtext() return env.read(self.log) end
+
+--- Waits until the log matches a Lua pattern; returns the first capture.
+function Router:wait_log(pattern, timeout_ms)
+  return env.wait_for(function() return self:logtext():match(pattern) end, timeout_ms)
+end
+
+--- Waits until every group has partitions assigned.
+function Router:wait_assigned(timeout_ms)
+  return self:wait_log("assigned %d+ partition", timeout_ms or 20000)
+end
+
+local function sanitizer_report(text)
+  return text:match("ERROR: AddressSanitizer[^\n]*") or text:match("ERROR: LeakSanitizer[^\n]*")
+      or text:match("runtime error:[^\n]*")
+end
+
+--- SIGTERM and wait; returns exit code. Raises if a sanitizer reported.
+function Router:stop(timeout_ms)
+  ts.kill(self.pid, "TERM")
+  local how, code = ts.wait(self.pid, timeout_ms or 30000)
+  if not how then
+    ts.kill(self.pid, "KILL")
+    ts.wait(self.pid, 5000)
+    error("kroute did not stop on SIGTERM; log:\n" .. self:logtext())
+  end
+  local report = sanitizer_report(self:logtext())
+  if report then error("sanitizer: " .. report .. "\n" .. self:logtext()) end
+  return how == "exit" and code or 128 + code
+end
+
+function Router:kill()
+  ts.kill(self.pid, "KILL")
+  ts.wait(self.pid, 10000)
+end
+
+--- Waits for the process to exit by itself; returns exit code or nil.
+function Router:wait_exit(timeout_ms)
+  local how, code = ts.wait(self.pid, timeout_ms or 20000)
+  if not how then return nil end
+  return how == "exit" and code or 128 + code
+end
+
+function Router:cleanup()
+  os.execute("rm -rf '" .. self.dir .. "'")
+end
+
+--- All records of `topic` once at least `min` are there (bounded wait).
+function env.consume(brokers, topic, min, timeout_ms)
+  return ts.consume(brokers, topic, {min = min or 0, timeout = timeout_ms or 20000, idle = 300})
+end
+
+--- Header value(s) by name from a consumed record's {{name, value}} list.
+function env.header(rec, name)
+  local vals = {}
+  for _, h in ipairs(rec.headers or {}) do
+    if h[1] == name then vals[#vals + 1] = h[2] end
+  end
+  return vals[1], vals
+end
+
+return env
