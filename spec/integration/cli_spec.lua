@@ -1,0 +1,149 @@
+-- The command line as a user meets it: exit codes, file:line:col errors,
+-- `kroute check`, flags of the contract, `kroute broker`, embedded default.
+local env = require "support.env"
+local ts = env.ts
+
+local dir
+setup(function() dir = env.tmpdir() end)
+teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
+
+local function handler(path, body)
+  return env.write(dir .. "/" .. path, body or "return function(msg) return msg.value end\n")
+end
+
+describe("kroute check", function()
+  it("accepts a valid route folder and exits 0", function()
+    handler("ok/h.lua")
+    env.write(dir .. "/ok/a.yaml", "routes:\n  - { name: a, match: in, handler: h.lua, to: out }\n")
+    local code, out = env.run_cmd{"check", dir .. "/ok"}
+    assert.equal(0, code, out)
+    assert.matches("ok: 1 route", out)
+  end)
+
+  it("reports bad YAML as file:line:col and exits 2", function()
+    local f = env.write(dir .. "/bad1.yaml", "routes:\n  - name: a\n    match: [in\n    handler: h.lua\n")
+    local code, out = env.run_cmd{"check", f}
+    assert.equal(2, code)
+    assert.matches(f:gsub("%p", "%%%0") .. ":%d+:%d+: ", out)
+  end)
+
+  it("reports unknown keys and type errors at their line and column", function()
+    handler("h.lua")
+    local f = env.write(dir .. "/bad2.yaml", table.concat({
+      "routes:",
+      "  - name: a",
+      "    match: in",
+      "    handler: h.lua",
+      "    colour: blue",
+      "    retry: { attempts: many }",
+      "    timeout: soon",
+    }, "\n") .. "\n")
+    local code, out = env.run_cmd{"check", f}
+    assert.equal(2, code)
+    local q = f:gsub("%p", "%%%0")
+    assert.matches(q .. ":5:5: unknown key 'colour' in route", out)
+    assert.matches(q .. ":6:24: retry.attempts must be an integer", out)
+    assert.matches(q .. ":7:14: timeout must be a duration", out)
+  end)
+
+  it("rejects an unknown librdkafka property by name", function()
+    handler("h.lua")
+    local f = env.write(dir .. "/bad3.yaml",
+      "kafka:\n  consumer: { fetch.wait.max.ms: 10, no.such.property: 1 }\n" ..
+      "routes:\n  - { name: a, match: in, handler: h.lua, to: out }\n")
+    local code, out = env.run_cmd{"check", f}
+    assert.equal(2, code)
+    assert.matches(":2:38: unknown librdkafka consumer property 'no.such.property'", out)
+  end)
+
+  it("compiles and loads handlers in the sandbox: file:line: message", function()
+    handler("syntax.lua", "return function(msg)\n  return msg.value +\nend\n")
+    handler("sandbox.lua", "local f = io.open('/etc/passwd')\nreturn function() end\n")
+    local f = env.write(dir .. "/bad4.yaml", table.concat({
+      "routes:",
+      "  - { name: a, match: in, handler: syntax.lua, to: out }",
+      "  - { name: b, match: in2, handler: sandbox.lua, to: out }",
+      "  - { name: c, match: in3, handler: missing.lua, to: out }",
+    }, "\n") .. "\n")
+    local code, out = env.run_cmd{"check", f}
+    assert.equal(2, code)
+    assert.matches(":4:37: handler file '[^']*missing.lua' cannot be read", out)
+    -- handler errors come after the YAML is valid: fix the missing one
+    handler("missing.lua")
+    code, out = env.run_cmd{"check", f}
+    assert.equal(2, code)
+    assert.matches("syntax%.lua:3: unexpected symbol near 'end'", out)
+    assert.matches("sandbox%.lua:1: attempt to index a nil value %(global 'io'%)", out)
+  end)
+end)
+
+describe("kroute run", function()
+  it("exits 2 with file:line:col on a bad route file, before touching Kafka", function()
+    local f = env.write(dir .. "/bad5.yaml", "routes:\n  - name: a\n    match: in\n    handler: nope.lua\n    to: out\n")
+    local code, out = env.run_cmd{"run", "--brokers", "127.0.0.1:1", f}
+    assert.equal(2, code)
+    assert.matches(":4:14: handler file", out)
+  end)
+
+  it("exits 2 on an unknown flag and accepts every flag of the contract", function()
+    local code, out = env.run_cmd{"run", "--frobnicate"}
+    assert.equal(2, code)
+    handler("flags/h.lua")
+    env.write(dir .. "/flags/r.yaml", env.fast_kafka ..
+      "routes:\n  - { name: a, match: flags.in, handler: h.lua, to: flags.out }\n")
+    local broker = env.broker{}
+    local r = env.kroute(dir .. "/flags", broker.addr, {args = {
+      "--brokers", broker.addr, "--group", "flag-group", "--workers", "2",
+      "--admin", "127.0.0.1:0", "--no-watch"}, log_level = "debug"})
+    assert.is_truthy(r:wait_assigned(30000), r:logtext())
+    assert.matches("group=flag%-group", r:logtext())
+    ts.produce(broker.addr, "flags.in", {{key = "k", value = "v"}})
+    local out = env.consume(broker.addr, "flags.out", 1, 15000)
+    assert.equal(1, #out)
+    assert.equal(0, r:stop())
+    r:cleanup()
+    broker.stop()
+  end)
+
+  it("starts an embedded broker by default and prints its address", function()
+    handler("emb/h.lua", "return function(msg) return 'seen ' .. msg.value end\n")
+    env.write(dir .. "/emb/r.yaml",
+      "kafka: { consumer: { fetch.wait.max.ms: 10 } }\n" ..
+      "routes:\n  - { name: a, match: emb.in, handler: h.lua, to: emb.out }\n")
+    local r = env.kroute(dir .. "/emb", nil)
+    local addr = r:wait_log("embedded broker listening on (127%.0%.0%.1:%d+)", 10000)
+    assert.is_truthy(addr, r:logtext())
+    assert.is_truthy(r:wait_assigned(30000))
+    ts.produce(addr, "emb.in", {{key = "k", value = "hello"}})
+    local out = env.consume(addr, "emb.out", 1, 15000)
+    assert.equal("seen hello", out[1] and out[1].value)
+    assert.equal(0, r:stop())
+    r:cleanup()
+  end)
+end)
+
+describe("kroute broker", function()
+  it("serves other clients on a fixed --port with pre-created topics", function()
+    local port = 20000 + (ts.now() % 20000)
+    local d = env.tmpdir()
+    local pid = ts.spawn({env.bin, "broker", "--port", tostring(port), "wide:12"},
+                         {stdout = d .. "/addr", stderr = d .. "/log"})
+    local addr = env.wait_for(function() return env.read(d .. "/addr"):match("^(%S+)\n") end, 10000)
+    assert.equal("127.0.0.1:" .. port, addr)
+    local hw = ts.high_watermarks(addr, "wide")
+    local n = 0
+    for _ in pairs(hw) do n = n + 1 end
+    assert.equal(12, n)
+    ts.produce(addr, "wide", {{key = "a", value = "1"}, {key = "b", value = "2"}})
+    assert.equal(2, #env.consume(addr, "wide", 2, 10000))
+    ts.kill(pid, "TERM")
+    assert.same({"exit", 0}, {ts.wait(pid, 10000)})
+    os.execute("rm -rf '" .. d .. "'")
+  end)
+
+  it("rejects a malformed topic spec with exit 2", function()
+    local code, out = env.run_cmd{"broker", "nocolon"}
+    assert.equal(2, code)
+    assert.matches("not TOPIC:PARTITIONS", out)
+  end)
+end)
