@@ -321,6 +321,19 @@ static void parse_props(loader_t *ld, yaml_node_t *map, const char *which, kr_pr
     }
 }
 
+/* Replaces *dst with the scalar's text; empty text is an error. */
+static void set_nonempty(loader_t *ld, yaml_node_t *node, const char *what, char **dst)
+{
+    char *s = scalar(ld, node, what);
+    if (s && !*s) {
+        kr_errors_add(ld->errs, MARK_FMT "%s is empty", MARK(ld, node), what);
+        free(s);
+    } else if (s) {
+        free(*dst);
+        *dst = s;
+    }
+}
+
 static void parse_kafka(loader_t *ld, yaml_node_t *map, yaml_node_t *key)
 {
     if (ld->kafka_where) {
@@ -334,31 +347,16 @@ static void parse_kafka(loader_t *ld, yaml_node_t *map, yaml_node_t *key)
     kr_config_t *cfg = ld->cfg;
     FOR_PAIRS(ld, map, k, v)
     {
-        if (KEY_IS(k, "brokers")) {
-            char *s = scalar(ld, v, "kafka.brokers");
-            if (s && !*s) {
-                kr_errors_add(ld->errs, MARK_FMT "kafka.brokers is empty", MARK(ld, v));
-                free(s);
-            } else if (s) {
-                free(cfg->brokers);
-                cfg->brokers = s;
-            }
-        } else if (KEY_IS(k, "group")) {
-            char *s = scalar(ld, v, "kafka.group");
-            if (s && !*s) {
-                kr_errors_add(ld->errs, MARK_FMT "kafka.group is empty", MARK(ld, v));
-                free(s);
-            } else if (s) {
-                free(cfg->group);
-                cfg->group = s;
-            }
-        } else if (KEY_IS(k, "consumer")) {
+        if (KEY_IS(k, "brokers"))
+            set_nonempty(ld, v, "kafka.brokers", &cfg->brokers);
+        else if (KEY_IS(k, "group"))
+            set_nonempty(ld, v, "kafka.group", &cfg->group);
+        else if (KEY_IS(k, "consumer"))
             parse_props(ld, v, "kafka.consumer", &cfg->consumer);
-        } else if (KEY_IS(k, "producer")) {
+        else if (KEY_IS(k, "producer"))
             parse_props(ld, v, "kafka.producer", &cfg->producer);
-        } else {
+        else
             unknown_key(ld, k, "kafka", "brokers, group, consumer, producer");
-        }
     }
 }
 
@@ -429,8 +427,7 @@ static void parse_route(loader_t *ld, yaml_node_t *map)
     FOR_PAIRS(ld, map, k, v)
     {
         if (KEY_IS(k, "name")) {
-            free(r->name);
-            r->name = scalar(ld, v, "name");
+            set_nonempty(ld, v, "name", &r->name);
             if (r->name)
                 for (size_t i = 0; i < r->index; i++)
                     if (cfg->routes[i].name && !strcmp(cfg->routes[i].name, r->name))
@@ -456,12 +453,10 @@ static void parse_route(loader_t *ld, yaml_node_t *map)
                 free(s);
             }
         } else if (KEY_IS(k, "to")) {
-            free(r->to);
-            r->to = scalar(ld, v, "to");
+            set_nonempty(ld, v, "to", &r->to);
             to_node = v;
         } else if (KEY_IS(k, "group")) {
-            free(r->group);
-            r->group = scalar(ld, v, "group");
+            set_nonempty(ld, v, "group", &r->group);
         } else if (KEY_IS(k, "ordering")) {
             char *s = scalar(ld, v, "ordering");
             if (s && !strcmp(s, "partition"))

@@ -322,17 +322,6 @@ static void dead_letter(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route
                 msg->value_len, h);
 }
 
-/* Checks every output has a topic before producing any of them, so an
- * incomplete run fails as a whole (and is retried) rather than half-sent. */
-static const char *missing_topic(const kr_route_t *route, const kr_run_t *run)
-{
-    for (size_t i = 0; i < run->cnt; i++)
-        if (!run->recs[i].topic && !route->to)
-            return "the handler returned a value but the route has no 'to' topic (set `to:` "
-                   "or return kroute.record{topic=...})";
-    return NULL;
-}
-
 static void produce_outputs(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route,
                             kr_run_t *run)
 {
@@ -340,7 +329,7 @@ static void produce_outputs(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *r
     for (size_t i = 0; i < run->cnt; i++) {
         kr_resolved_t out;
         if (kr_record_resolve(&run->recs[i], msg, route->to, &out) < 0)
-            continue; /* cannot happen: missing_topic() checked it */
+            continue; /* cannot happen: kr_run_missing_topic() checked it */
         kr_debug("dispatch", "route=%s topic=%s partition=%d offset=%lld -> %s",
                  route->name, msg->topic, (int)msg->partition, (long long)msg->offset,
                  out.topic);
@@ -383,7 +372,9 @@ static int run_routes(kr_dispatch_t *d, kr_inmsg_t *m)
         const kr_route_t *route = m->routes[m->route_pos];
         kr_run_t run = {.msg = msg};
         int rc = kr_vm_run(vm_for(d, m, route), &run);
-        const char *bad = rc == 0 ? missing_topic(route, &run) : NULL;
+        /* every output needs a topic before any is produced: an incomplete
+         * run fails as a whole (and is retried) rather than half-sent */
+        const char *bad = rc == 0 ? kr_run_missing_topic(&run, route->to) : NULL;
         if (rc == 0 && !bad) {
             produce_outputs(d, m, route, &run);
             kr_run_clear(&run);

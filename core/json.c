@@ -58,10 +58,23 @@ void kr_json_add_number(kr_buf_t *b, lua_State *L, int idx)
         add_str(b, tmp);
         return;
     }
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(tmp, sizeof(tmp), "%.*g", prec, d);
-        if (strtod(tmp, NULL) == d)
-            break;
+    /* shortest text that reads back exactly: %.15g is shortest for most
+     * values (trailing zeros dropped); long results may have a shorter form */
+    snprintf(tmp, sizeof(tmp), "%.15g", d);
+    if (strtod(tmp, NULL) != d || strlen(tmp) > 12) {
+        for (int prec = 1; prec <= 17; prec++) {
+            snprintf(tmp, sizeof(tmp), "%.*g", prec, d);
+            if (strtod(tmp, NULL) == d)
+                break;
+        }
+    }
+    /* JavaScript writes exponents without leading zeros: 1e-7, not 1e-07 */
+    char *e = strchr(tmp, 'e');
+    if (e && (e[1] == '-' || e[1] == '+')) {
+        char *digits = e + 2, *nz = digits;
+        while (*nz == '0' && nz[1])
+            nz++;
+        memmove(digits, nz, strlen(nz) + 1);
     }
     add_str(b, tmp);
 }
@@ -326,6 +339,8 @@ static int decode_string(dec_t *d)
                 d->p[1] == 'u' && hex4(d->p + 2, &lo) == 0 && lo >= 0xDC00 && lo <= 0xDFFF) {
                 cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                 d->p += 6;
+            } else if (cp >= 0xD800 && cp <= 0xDFFF) {
+                cp = 0xFFFD; /* a lone surrogate has no UTF-8 form */
             }
             add_utf8(&d->tmp, cp);
             break;

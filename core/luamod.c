@@ -267,6 +267,15 @@ static int l_vm_handle(lua_State *L)
 
     kr_run_t run = {.msg = &msg};
     int rc = kr_vm_run(ud->vm, &run);
+    const char *no_topic = rc == 0 ? kr_run_missing_topic(&run, ud->to) : NULL;
+    if (no_topic) { /* fail the run exactly as the dispatcher does */
+        rc = -1;
+        run.error = strdup(no_topic);
+        run.trace = strdup("");
+        for (size_t i = 0; i < run.cnt; i++)
+            kr_record_free(&run.recs[i]);
+        run.cnt = 0;
+    }
     lua_newtable(L);
     lua_pushboolean(L, rc == 0);
     lua_setfield(L, -2, "ok");

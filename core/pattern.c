@@ -34,15 +34,18 @@ static char *glob_to_regex(const char *glob)
         case '*': *o++ = '.'; *o++ = '*'; break;
         case '?': *o++ = '.'; break;
         case '[':
-            /* copy a character class through verbatim, `!` negation as `^` */
+            /* a class copied through verbatim, `!` negation as `^`; an
+             * unterminated `[` is a literal, as fnmatch(3) reads it */
+            if (!strchr(g + 1, ']')) {
+                *o++ = '\\';
+                *o++ = '[';
+                break;
+            }
             *o++ = *g++;
             if (*g == '!') { *o++ = '^'; g++; }
-            while (*g && *g != ']')
+            while (*g != ']')
                 *o++ = *g++;
-            if (!*g)
-                g--;
-            else
-                *o++ = ']';
+            *o++ = ']';
             break;
         case '.': case '+': case '(': case ')': case '{': case '}': case '|':
         case '^': case '$': case '\\':

@@ -47,7 +47,6 @@ void kr_run_clear(kr_run_t *run)
     run->recs = NULL;
     run->cnt = run->cap = 0;
     run->error = run->trace = NULL;
-    run->timed_out = 0;
 }
 
 kr_run_t *kr_run_current(lua_State *L)
@@ -88,6 +87,15 @@ int kr_record_resolve(kr_record_t *rec, const kr_msg_t *msg, const char *default
         rec->headers = NULL; /* ownership moves to the caller */
     }
     return 0;
+}
+
+const char *kr_run_missing_topic(const kr_run_t *run, const char *default_topic)
+{
+    for (size_t i = 0; i < run->cnt && !default_topic; i++)
+        if (!run->recs[i].topic)
+            return "the handler returned a value but the route has no 'to' topic (set `to:` "
+                   "or return kroute.record{topic=...})";
+    return NULL;
 }
 
 /* Bytes of a value on the wire: string raw, else JSON text. */

@@ -45,6 +45,11 @@ typedef struct kr_resolved {
 int kr_record_resolve(kr_record_t *rec, const kr_msg_t *msg, const char *default_topic,
                       kr_resolved_t *out);
 
+struct kr_run;
+/* NULL when every output of the run has a topic (its own or
+ * default_topic), else the error that fails the run. */
+const char *kr_run_missing_topic(const struct kr_run *run, const char *default_topic);
+
 /* One handler run over one message: its input, outputs and outcome. */
 typedef struct kr_run {
     const kr_msg_t *msg;
@@ -53,8 +58,6 @@ typedef struct kr_run {
     size_t cnt, cap;
     char *error;        /* set when the run failed */
     char *trace;        /* Lua traceback of the failure */
-    int64_t started_ns, deadline_ns; /* monotonic */
-    int timed_out;
 } kr_run_t;
 
 /* Appends a zeroed record owned by the run. */

@@ -32,6 +32,8 @@ struct kr_vm {
     size_t mem_used, mem_limit;
     int enforce;    /* the cap applies only while handler code runs */
     int handle_ref; /* registry ref of the handle function */
+    int64_t started_ns, deadline_ns; /* monotonic; 0 = no run in progress */
+    int timed_out;
 };
 
 static int64_t now_ns(void)
@@ -64,14 +66,40 @@ static int vm_panic(lua_State *L)
     abort();
 }
 
-static void deadline_hook(lua_State *co, lua_Debug *ar)
+/* Count hook, set on the main thread so every coroutine inherits it
+ * (including ones a handler creates). Past the deadline it raises, and
+ * from then on fires on every instruction: a handler that swallows the
+ * error with pcall is stopped by the next instruction outside the pcall. */
+static void deadline_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
-    kr_run_t *run = kr_run_current(co);
-    if (run && run->deadline_ns && now_ns() > run->deadline_ns) {
-        run->timed_out = 1;
-        luaL_error(co, "timeout: handler ran longer than %I ms",
-                   (lua_Integer)((run->deadline_ns - run->started_ns) / 1000000));
+    void *ud;
+    lua_getallocf(L, &ud);
+    kr_vm_t *vm = ud;
+    if (!vm->deadline_ns || now_ns() <= vm->deadline_ns)
+        return;
+    if (!vm->timed_out) {
+        vm->timed_out = 1;
+        lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 1);
+    }
+    luaL_error(L, "timeout: handler ran longer than %I ms",
+               (lua_Integer)((vm->deadline_ns - vm->started_ns) / 1000000));
+}
+
+static void deadline_start(kr_vm_t *vm)
+{
+    vm->started_ns = now_ns();
+    vm->deadline_ns = vm->started_ns + vm->timeout_ms * 1000000;
+    vm->timed_out = 0;
+}
+
+static void deadline_stop(kr_vm_t *vm, lua_State *co)
+{
+    vm->deadline_ns = 0;
+    if (vm->timed_out) { /* back to the normal sampling rate */
+        lua_sethook(vm->L, deadline_hook, LUA_MASKCOUNT, HOOK_EVERY);
+        if (co)
+            lua_sethook(co, deadline_hook, LUA_MASKCOUNT, HOOK_EVERY);
     }
 }
 
@@ -137,14 +165,15 @@ static int l_require(lua_State *L)
 static int l_load_text(lua_State *L)
 {
     int n = lua_gettop(L);
+    lua_settop(L, 4);
     lua_pushvalue(L, lua_upvalueindex(1)); /* the original load */
     lua_pushvalue(L, 1);
     lua_pushvalue(L, 2);
     lua_pushliteral(L, "t");
-    if (n >= 4)
+    if (n >= 4) /* an explicit env, even nil, is passed on */
         lua_pushvalue(L, 4);
     lua_call(L, n >= 4 ? 4 : 3, LUA_MULTRET);
-    return lua_gettop(L) - n;
+    return lua_gettop(L) - 4;
 }
 
 static void open_sandbox(kr_vm_t *vm)
@@ -203,55 +232,63 @@ static void open_sandbox(kr_vm_t *vm)
     lua_gc(L, LUA_GCGEN, 0, 0);
 }
 
-/* message handler for load-time pcalls: keep "file:line: msg" as is */
-static int load_msgh(lua_State *L)
+/* Runs protected (see load_handler): loads the file, runs it, calls
+ * init, and anchors the handle function. [-2, +0, e] */
+static int load_entry(lua_State *L)
 {
-    if (!lua_isstring(L, 1))
-        luaL_tolstring(L, 1, NULL);
-    return 1;
-}
-
-static int load_handler(kr_vm_t *vm, const char *path, char *errstr, size_t errsize)
-{
-    lua_State *L = vm->L;
-    lua_pushcfunction(L, load_msgh);
-    int base = lua_gettop(L);
-    if (luaL_loadfilex(L, path, "t") != LUA_OK ||
-        lua_pcall(L, 0, 1, base) != LUA_OK) {
-        snprintf(errstr, errsize, "%s", lua_tostring(L, -1));
-        lua_settop(L, 0);
-        return -1;
-    }
+    kr_vm_t *vm = lua_touserdata(L, 1);
+    const char *path = lua_tostring(L, 2);
+    if (luaL_loadfilex(L, path, "t") != LUA_OK)
+        return lua_error(L);
+    lua_call(L, 0, 1);
     if (lua_istable(L, -1)) {
-        lua_getfield(L, -1, "init");
-        if (!lua_isnil(L, -1)) {
-            if (!lua_isfunction(L, -1)) {
-                snprintf(errstr, errsize, "%s:1: init must be a function", path);
-                lua_settop(L, 0);
-                return -1;
-            }
-            if (lua_pcall(L, 0, 0, base) != LUA_OK) {
-                snprintf(errstr, errsize, "%s (in init)", lua_tostring(L, -1));
-                lua_settop(L, 0);
-                return -1;
+        int t = lua_gettop(L);
+        if (lua_getfield(L, t, "init") != LUA_TNIL) {
+            if (!lua_isfunction(L, -1))
+                return luaL_error(L, "%s:1: init must be a function, not %s", path,
+                                  luaL_typename(L, -1));
+            if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+                lua_pushfstring(L, "%s (in init)", luaL_tolstring(L, -1, NULL));
+                return lua_error(L);
             }
         } else {
             lua_pop(L, 1);
         }
-        lua_getfield(L, -1, "handle");
-        lua_remove(L, -2);
-    }
-    if (!lua_isfunction(L, -1)) {
-        snprintf(errstr, errsize,
-                 "%s:1: a handler file must return a function or a table with a 'handle' "
-                 "function (it returned %s)",
-                 path, luaL_typename(L, -1));
-        lua_settop(L, 0);
-        return -1;
+        if (lua_getfield(L, t, "handle") != LUA_TFUNCTION)
+            return luaL_error(L, "%s:1: the handler table has no 'handle' function", path);
+    } else if (!lua_isfunction(L, -1)) {
+        return luaL_error(L,
+                          "%s:1: a handler file must return a function or a table with a "
+                          "'handle' function (it returned %s)",
+                          path, luaL_typename(L, -1));
     }
     vm->handle_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_settop(L, 0);
     return 0;
+}
+
+/* Loads the handler under the memory cap and the deadline, all inside
+ * one pcall: even a failed allocation while anchoring is caught. */
+static int load_handler(kr_vm_t *vm, const char *path, char *errstr, size_t errsize)
+{
+    lua_State *L = vm->L;
+    lua_pushcfunction(L, load_entry);
+    lua_pushlightuserdata(L, vm);
+    lua_pushstring(L, path);
+    vm->enforce = 1;
+    deadline_start(vm);
+    int status = lua_pcall(L, 2, 0, 0);
+    deadline_stop(vm, NULL);
+    vm->enforce = 0;
+    if (status != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        if (status == LUA_ERRMEM)
+            snprintf(errstr, errsize, "%s:1: out of memory loading the handler (the route's "
+                     "memory limit is %zu bytes)", path, vm->mem_limit);
+        else
+            snprintf(errstr, errsize, "%s", msg ? msg : "error object is not a string");
+    }
+    lua_settop(L, 0);
+    return status == LUA_OK ? 0 : -1;
 }
 
 static char *dup_or_null(const char *s)
@@ -283,13 +320,14 @@ kr_vm_t *kr_vm_new(const kr_vm_opts_t *opts, char *errstr, size_t errsize)
         goto fail;
     }
     lua_atpanic(vm->L, vm_panic);
+    /* the main thread's extra space is not zeroed by Lua, and every
+     * coroutine copies it: "no run" must read as NULL everywhere */
+    kr_run_set_current(vm->L, NULL);
+    lua_sethook(vm->L, deadline_hook, LUA_MASKCOUNT, HOOK_EVERY);
     open_sandbox(vm);
     /* loading counts against the cap too: a handler whose module state
      * alone exceeds `memory` is a configuration error */
-    vm->enforce = 1;
-    int rc = load_handler(vm, opts->handler, errstr, errsize);
-    vm->enforce = 0;
-    if (rc < 0)
+    if (load_handler(vm, opts->handler, errstr, errsize) < 0)
         goto fail;
     return vm;
 fail:
@@ -346,13 +384,12 @@ int kr_vm_run(kr_vm_t *vm, kr_run_t *run)
     lua_rawgeti(co, LUA_REGISTRYINDEX, vm->handle_ref);
     lua_pushvalue(L, msg_idx);
     lua_xmove(L, co, 1);
-    run->started_ns = now_ns();
-    run->deadline_ns = run->started_ns + vm->timeout_ms * 1000000;
-    lua_sethook(co, deadline_hook, LUA_MASKCOUNT, HOOK_EVERY);
 
     int nres = 0;
     vm->enforce = 1;
+    deadline_start(vm);
     int status = lua_resume(co, L, 2, &nres);
+    deadline_stop(vm, co);
     vm->enforce = 0;
     kr_message_invalidate(L, msg_idx);
 
