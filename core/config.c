@@ -198,10 +198,34 @@ static char *scalar(loader_t *ld, yaml_node_t *node, const char *what)
     return expand_env(ld, node, (const char *)node->data.scalar.value);
 }
 
+/* YAML lets a later duplicate key silently win; in a route file that hides
+ * mistakes (two `to:`), so it is an error. */
+static void check_duplicate_keys(loader_t *ld, yaml_node_t *map)
+{
+    yaml_node_pair_t *start = map->data.mapping.pairs.start, *top = map->data.mapping.pairs.top;
+    for (yaml_node_pair_t *a = start; a < top; a++) {
+        yaml_node_t *ka = yaml_document_get_node(ld->doc, a->key);
+        if (ka->type != YAML_SCALAR_NODE)
+            continue;
+        for (yaml_node_pair_t *b = start; b < a; b++) {
+            yaml_node_t *kb = yaml_document_get_node(ld->doc, b->key);
+            if (kb->type == YAML_SCALAR_NODE &&
+                !strcmp((const char *)ka->data.scalar.value, (const char *)kb->data.scalar.value)) {
+                kr_errors_add(ld->errs, MARK_FMT "duplicate key '%s' (first at line %zu)",
+                              MARK(ld, ka), (const char *)ka->data.scalar.value,
+                              kb->start_mark.line + 1);
+                break;
+            }
+        }
+    }
+}
+
 static int expect_mapping(loader_t *ld, yaml_node_t *node, const char *what)
 {
-    if (node->type == YAML_MAPPING_NODE)
+    if (node->type == YAML_MAPPING_NODE) {
+        check_duplicate_keys(ld, node);
         return 0;
+    }
     kr_errors_add(ld->errs, MARK_FMT "%s must be a mapping, not %s", MARK(ld, node), what,
                   node_type_name(node));
     return -1;

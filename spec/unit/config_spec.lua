@@ -340,6 +340,12 @@ describe("route files that are rejected", function()
                 load_bad(f))
   end)
 
+  it("rejects a key given twice in one mapping instead of letting the last win", function()
+    local f = BAD .. "/duplicate_keys.yaml"
+    assert.same({f .. ":3:3: duplicate key 'group' (first at line 2)",
+                 f .. ":9:5: duplicate key 'to' (first at line 7)"}, load_bad(f))
+  end)
+
   it("rejects duplicate route names across files", function()
     local d = BAD .. "/dupfiles"
     assert.same({d .. "/two.yaml:6:11: duplicate route name 'shared' (first at "
