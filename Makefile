@@ -28,7 +28,7 @@ ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-s
 APT_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 librdkafka-dev libyaml-dev \
 	lua-busted kcat python3
 
-.PHONY: all deps run test test-unit test-integration test-asan install uninstall clean
+.PHONY: all deps run test test-unit test-integration test-asan valgrind install uninstall clean
 
 all: $(BUILD)/kroute $(BUILD)/lua/kroute/native.so
 
@@ -78,14 +78,23 @@ test-integration: all
 test-asan: all $(BUILD)/kroute-asan
 	@sh spec/run.sh asan
 
-install: $(BUILD)/kroute
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/kroute/lua/kroute
+# kroute under valgrind for the main routing paths (not part of `make test`:
+# it is slow); a leak or memory error makes kroute exit 66 and the spec fail.
+valgrind: all
+	@printf '#!/bin/sh\nexec valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=66 "$$(dirname "$$0")/kroute" "$$@"\n' > $(BUILD)/kroute-valgrind
+	@chmod +x $(BUILD)/kroute-valgrind
+	@KROUTE_BIN=$(BUILD)/kroute-valgrind sh spec/run.sh integration-file spec/integration/routing_spec.lua
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/kroute/lua/kroute \
+		$(DESTDIR)$(PREFIX)/lib/kroute/lua/kroute
 	install -m 755 $(BUILD)/kroute $(DESTDIR)$(PREFIX)/bin/kroute
 	install -m 644 lua/kroute/*.lua $(DESTDIR)$(PREFIX)/share/kroute/lua/kroute/
+	install -m 755 $(BUILD)/lua/kroute/native.so $(DESTDIR)$(PREFIX)/lib/kroute/lua/kroute/native.so
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/kroute
-	rm -rf $(DESTDIR)$(PREFIX)/share/kroute
+	rm -rf $(DESTDIR)$(PREFIX)/share/kroute $(DESTDIR)$(PREFIX)/lib/kroute
 
 clean:
 	rm -rf $(BUILD)

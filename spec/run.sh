@@ -1,5 +1,5 @@
 #!/bin/sh
-# spec/run.sh [all|unit|integration|asan] - runs the busted suites and
+# spec/run.sh [all|unit|integration|asan|integration-file FILE...] - runs the busted suites and
 # prints the totals over all of them as the last line: "N passed, N failed"
 # (", N skipped" when some are pending). Exit status 1 if anything failed.
 #   unit         spec/unit + every examples/*/ spec (the C core as a Lua module)
@@ -44,6 +44,12 @@ all | asan)
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=66 \
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=66 \
         busted -o TAP spec/integration ;;
+esac
+
+case $suite in
+integration-file)
+    shift
+    run_suite "$(basename "$1" .lua)" busted -o TAP "$@" ;;
 esac
 
 if [ "$skipped" -gt 0 ]; then

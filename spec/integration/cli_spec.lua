@@ -147,3 +147,23 @@ describe("kroute broker", function()
     assert.matches("not TOPIC:PARTITIONS", out)
   end)
 end)
+
+describe("make install", function()
+  it("installs the binary, the Lua library and the native module under PREFIX", function()
+    local prefix = env.tmpdir()
+    local ok = os.execute("make -s install PREFIX='" .. prefix .. "' >/dev/null 2>&1")
+    assert.is_true(ok)
+    for _, f in ipairs{"/bin/kroute", "/share/kroute/lua/kroute/testing.lua",
+                       "/lib/kroute/lua/kroute/native.so"} do
+      assert.is_truthy(ts.read_file(prefix .. f), f .. " not installed")
+    end
+    local pid = ts.spawn({prefix .. "/bin/kroute", "check", "examples/welcome/routes.yaml"},
+                         {stdout = prefix .. "/out", stderr = prefix .. "/out"})
+    assert.same({"exit", 0}, {ts.wait(pid, 10000)})
+    assert.matches("ok: 1 route", env.read(prefix .. "/out"))
+    ok = os.execute("make -s uninstall PREFIX='" .. prefix .. "' >/dev/null 2>&1")
+    assert.is_true(ok)
+    assert.is_nil(ts.read_file(prefix .. "/bin/kroute"))
+    os.execute("rm -rf '" .. prefix .. "'")
+  end)
+end)
