@@ -400,6 +400,34 @@ static void add_pattern(loader_t *ld, kr_route_t *r, yaml_node_t *node)
     free(s);
 }
 
+static void add_list_item(loader_t *ld, yaml_node_t *item, const char *what, char ***items,
+                          size_t *cnt)
+{
+    char *s = NULL;
+    set_nonempty(ld, item, what, &s);
+    if (!s)
+        return;
+    *items = xrealloc(*items, (*cnt + 1) * sizeof(char *));
+    (*items)[(*cnt)++] = s;
+}
+
+/* A list of non-empty strings (a single string is a list of one). */
+static void parse_list(loader_t *ld, yaml_node_t *node, const char *what, char ***items,
+                       size_t *cnt)
+{
+    if (node->type == YAML_SCALAR_NODE) {
+        add_list_item(ld, node, what, items, cnt);
+        return;
+    }
+    if (node->type != YAML_SEQUENCE_NODE) {
+        kr_errors_add(ld->errs, MARK_FMT "%s must be a list of topics", MARK(ld, node), what);
+        return;
+    }
+    for (yaml_node_item_t *it = node->data.sequence.items.start;
+         it < node->data.sequence.items.top; it++)
+        add_list_item(ld, yaml_document_get_node(ld->doc, *it), what, items, cnt);
+}
+
 static void parse_retry(loader_t *ld, kr_route_t *r, yaml_node_t *map)
 {
     if (expect_mapping(ld, map, "retry") < 0)
@@ -529,30 +557,21 @@ static void parse_route(loader_t *ld, yaml_node_t *map)
                 free(s);
             }
         } else if (KEY_IS(k, "emits")) {
-            if (v->type != YAML_SEQUENCE_NODE) {
-                kr_errors_add(ld->errs, MARK_FMT "emits must be a list of topics", MARK(ld, v));
-                continue;
-            }
-            for (yaml_node_item_t *it = v->data.sequence.items.start;
-                 it < v->data.sequence.items.top; it++) {
-                char *s = scalar(ld, yaml_document_get_node(ld->doc, *it), "emits item");
-                if (!s)
-                    continue;
-                r->emits = xrealloc(r->emits, (r->emit_cnt + 1) * sizeof(char *));
-                r->emits[r->emit_cnt++] = s;
-            }
+            parse_list(ld, v, "emits", &r->emits, &r->emit_cnt);
+        } else if (KEY_IS(k, "requests")) {
+            parse_list(ld, v, "requests", &r->requests, &r->request_cnt);
         } else if (KEY_IS(k, "reply")) {
             char *s = scalar(ld, v, "reply");
-            if (s)
-                kr_errors_add(ld->errs,
-                              MARK_FMT "reply: %s is not supported by this version of kroute "
-                                       "(NestJS request/reply routes are not built yet)",
+            if (s && !strcmp(s, "nest"))
+                r->reply_nest = 1;
+            else if (s && strcmp(s, "none") != 0)
+                kr_errors_add(ld->errs, MARK_FMT "reply must be nest or none, got '%s'",
                               MARK(ld, v), s);
             free(s);
         } else {
             unknown_key(ld, k, "route",
                         "name, match, handler, to, group, ordering, retry, dlq, timeout, "
-                        "memory, emits, reply");
+                        "memory, emits, requests, reply");
         }
     }
     if (!r->name)
@@ -741,6 +760,9 @@ void kr_config_free(kr_config_t *cfg)
         for (size_t j = 0; j < r->emit_cnt; j++)
             free(r->emits[j]);
         free(r->emits);
+        for (size_t j = 0; j < r->request_cnt; j++)
+            free(r->requests[j]);
+        free(r->requests);
         free(r->where);
     }
     free(cfg->routes);

@@ -40,6 +40,9 @@ typedef struct kr_route {
     size_t memory;         /* Lua allocator cap for this route's VMs */
     char **emits;          /* declared emit topics (documentation, graph) */
     size_t emit_cnt;
+    int reply_nest;        /* `reply: nest`: answer NestJS ClientKafka.send() */
+    char **requests;       /* patterns the handler calls with kroute.request */
+    size_t request_cnt;
     char *where;           /* "file:line:col" of the route, for messages */
 } kr_route_t;
 

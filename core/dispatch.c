@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "message.h"
+#include "nest.h"
 #include "record.h"
 #include "vm.h"
 
@@ -36,6 +37,13 @@ typedef struct kr_inmsg {
     int handled;                    /* every route finished */
     char *delivery_error;           /* first failed output, if any */
     const kr_route_t *failed_route; /* route whose output failed */
+    kr_run_t *run;                  /* the route run in progress */
+    kr_vm_t *vm;                    /* ...and the VM it runs in */
+    int waiting;                    /* run suspended in kroute.request */
+    int parked;                     /* ...until its reply topic is assigned */
+    int64_t request_deadline_ms;
+    int is_request;                 /* a NestJS request (correlation + reply topic) */
+    kr_nest_req_t nest;
     struct kr_inmsg *next;
 } kr_inmsg_t;
 
@@ -88,6 +96,9 @@ struct kr_dispatch {
     size_t retrying;  /* lanes waiting for a retry */
     int fatal;
     unsigned rr;      /* ordering: none round robin */
+    kr_requester_t *rq;
+    kr_inmsg_t **parked; /* requests waiting for their reply partition */
+    size_t parked_cnt, parked_cap;
 };
 
 static int64_t now_ms(void)
@@ -224,8 +235,36 @@ static kr_lane_t *lane_get(kr_group_t *g, const char *topic, int32_t partition)
     return *slot;
 }
 
+static void unpark(kr_dispatch_t *d, kr_inmsg_t *m)
+{
+    for (size_t i = 0; m->parked && i < d->parked_cnt; i++)
+        if (d->parked[i] == m) {
+            d->parked[i] = d->parked[--d->parked_cnt];
+            break;
+        }
+    m->parked = 0;
+}
+
+/* Drops a run in progress (a handler waiting in kroute.request): its
+ * coroutine is closed and its request forgotten; nothing is produced. */
+static void run_drop(kr_dispatch_t *d, kr_inmsg_t *m)
+{
+    if (!m->run)
+        return;
+    unpark(d, m);
+    if (d->rq)
+        kr_requester_cancel(d->rq, m);
+    kr_vm_abandon(m->vm, m->run);
+    kr_run_clear(m->run);
+    free(m->run);
+    m->run = NULL;
+    m->waiting = 0;
+}
+
 static void inmsg_free(kr_dispatch_t *d, kr_inmsg_t *m)
 {
+    run_drop(d, m);
+    kr_nest_req_free(&m->nest);
     rd_kafka_message_destroy(m->rkm);
     free(m->delivery_error);
     free(m);
@@ -363,56 +402,211 @@ static int64_t backoff_ms(const kr_route_t *route, int attempt)
     return delay;
 }
 
-/* Runs the remaining routes of `m`. Returns 0 when m is handled, or 1
- * when it waits for a retry (the lane's retry_at is set). */
-static int run_routes(kr_dispatch_t *d, kr_inmsg_t *m)
+static void produce_nest_reply(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route,
+                               const kr_record_t *rec, const char *err)
 {
-    const kr_msg_t *msg = &m->view;
-    while (m->route_pos < m->route_cnt) {
-        const kr_route_t *route = m->routes[m->route_pos];
-        kr_run_t run = {.msg = msg};
-        int rc = kr_vm_run(vm_for(d, m, route), &run);
-        /* every output needs a topic before any is produced: an incomplete
-         * run fails as a whole (and is retried) rather than half-sent */
-        const char *bad = rc == 0 ? kr_run_missing_topic(&run, route->to) : NULL;
-        if (rc == 0 && !bad) {
-            produce_outputs(d, m, route, &run);
-            kr_run_clear(&run);
-            m->route_pos++;
-            m->attempt = 0;
+    rd_kafka_headers_t *h = kr_nest_reply_headers(&m->nest, err);
+    const void *value = NULL;
+    size_t len = 0;
+    if (rec && !rec->value_null) {
+        value = rec->value.data ? rec->value.data : "";
+        len = rec->value.len;
+    }
+    kr_debug("dispatch", "route=%s topic=%s partition=%d offset=%lld -> reply %s[%d]%s%s",
+             route->name, m->view.topic, (int)m->view.partition, (long long)m->view.offset,
+             m->nest.reply_topic, (int)m->nest.reply_partition, err ? " error: " : "",
+             err ? err : "");
+    produce_one(d, m, route, 0, m->nest.reply_topic, m->nest.reply_partition, NULL, 0, value,
+                len, h);
+}
+
+/* The outputs of a successful run. In a reply route the first returned
+ * value of a request is the reply (to the caller's reply partition); the
+ * returned values of an event there go to `to`, or nowhere without one. */
+static void produce_run(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route,
+                        kr_run_t *run)
+{
+    if (!route->reply_nest) {
+        produce_outputs(d, m, route, run);
+        return;
+    }
+    const kr_record_t *reply = NULL;
+    size_t keep = 0;
+    for (size_t i = 0; i < run->cnt; i++) {
+        kr_record_t *rec = &run->recs[i];
+        if (rec->returned && (m->is_request || !route->to)) {
+            if (m->is_request && !reply)
+                reply = rec;
             continue;
         }
-        const char *reason = bad ? bad : run.error;
-        m->attempt++;
-        if (m->attempt < route->attempts) {
-            int64_t delay = backoff_ms(route, m->attempt);
-            kr_warn("dispatch",
-                    "route=%s topic=%s partition=%d offset=%lld: attempt %d/%d failed, retry "
-                    "in %lldms: %s\n%s",
-                    route->name, msg->topic, (int)msg->partition, (long long)msg->offset,
-                    m->attempt, route->attempts, (long long)delay, reason,
-                    run.trace ? run.trace : "");
-            set_retry(d, m->lane, now_ms() + delay);
-            kr_run_clear(&run);
+        run->recs[keep++] = *rec; /* emits (and event outputs with `to`) */
+        if (keep - 1 != i)
+            memset(rec, 0, sizeof(*rec));
+    }
+    if (m->is_request) {
+        /* nothing returned: a null reply still tells the caller it is done */
+        produce_nest_reply(d, m, route, reply, NULL);
+    }
+    size_t total = run->cnt;
+    run->cnt = keep;
+    produce_outputs(d, m, route, run);
+    for (size_t i = keep; i < total; i++)
+        kr_record_free(&run->recs[i]);
+}
+
+static void on_reply(void *ctx, void *req_ctx, const void *value, size_t len, const char *err);
+
+/* Sends the request a suspended run asked for. Returns NULL when it was
+ * sent or parked (the run now waits), or the error to resume it with. */
+static const char *start_request(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route)
+{
+    kr_record_t *req = m->run->request;
+    if (!d->rq)
+        return "kroute.request: no route declares `requests:`, so no reply topic is consumed";
+    int32_t reply_partition = kr_requester_partition(d->rq, req->topic);
+    if (reply_partition == -2)
+        return "kroute.request: the pattern is not listed in the route's `requests:`";
+    if (!m->parked)
+        m->request_deadline_ms = now_ms() + m->run->request_timeout_ms;
+    if (reply_partition < 0) { /* reply topic not assigned yet: send when it is */
+        if (!m->parked) {
+            if (d->parked_cnt == d->parked_cap) {
+                d->parked_cap = d->parked_cap ? d->parked_cap * 2 : 16;
+                d->parked = realloc(d->parked, d->parked_cap * sizeof(*d->parked));
+                if (!d->parked)
+                    abort();
+            }
+            d->parked[d->parked_cnt++] = m;
+            m->parked = 1;
+        }
+        return NULL;
+    }
+    unpark(d, m);
+    char corr[37], part[16], reply_topic[512];
+    kr_nest_correlation_id(corr);
+    snprintf(part, sizeof(part), "%d", (int)reply_partition);
+    snprintf(reply_topic, sizeof(reply_topic), "%s.reply", req->topic);
+    rd_kafka_headers_t *h = req->headers ? req->headers : rd_kafka_headers_new(3);
+    req->headers = NULL;
+    rd_kafka_header_add(h, KR_NEST_CORRELATION, -1, corr, -1);
+    rd_kafka_header_add(h, KR_NEST_REPLY_TOPIC, -1, reply_topic, -1);
+    rd_kafka_header_add(h, KR_NEST_REPLY_PARTITION, -1, part, -1);
+    kr_requester_track(d->rq, corr, m, m->request_deadline_ms);
+    kr_debug("dispatch", "route=%s topic=%s partition=%d offset=%lld -> request %s (%s)",
+             route->name, m->view.topic, (int)m->view.partition, (long long)m->view.offset,
+             req->topic, corr);
+    produce_one(d, m, route, 0, req->topic, req->partition,
+                req->key_mode == KR_KEY_SET ? (req->key.data ? req->key.data : "") : NULL,
+                req->key.len, req->value_null ? NULL : (req->value.data ? req->value.data : ""),
+                req->value_null ? 0 : req->value.len, h);
+    return NULL;
+}
+
+static void run_free(kr_inmsg_t *m)
+{
+    kr_run_clear(m->run);
+    free(m->run);
+    m->run = NULL;
+}
+
+/* Acts on the outcome `rc` of the run of routes[route_pos]. Returns 1 when
+ * m must wait (a retry or a reply), 0 when the route is done with it. */
+static int finish_run(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route, int rc)
+{
+    const kr_msg_t *msg = &m->view;
+    kr_run_t *run = m->run;
+    while (rc == KR_VM_YIELDED) {
+        const char *err = start_request(d, m, route);
+        if (!err) {
+            m->waiting = 1;
             return 1;
         }
-        kr_error("dispatch",
-                 "route=%s topic=%s partition=%d offset=%lld: failed after %d attempt(s): "
-                 "%s\n%s",
-                 route->name, msg->topic, (int)msg->partition, (long long)msg->offset,
-                 m->attempt, reason, run.trace ? run.trace : "");
-        dead_letter(d, m, route, reason, run.trace);
-        kr_run_clear(&run);
+        rc = kr_vm_resume(m->vm, run, NULL, 0, err);
+    }
+    /* every output needs a topic before any is produced: an incomplete
+     * run fails as a whole (and is retried) rather than half-sent */
+    const char *bad = NULL;
+    if (rc == KR_VM_OK && !route->reply_nest)
+        bad = kr_run_missing_topic(run, route->to);
+    if (rc == KR_VM_OK && !bad) {
+        produce_run(d, m, route, run);
+        run_free(m);
         m->route_pos++;
         m->attempt = 0;
+        return 0;
+    }
+    const char *reason = bad ? bad : run->error;
+    m->attempt++;
+    /* a missing service function will not appear on retry */
+    if (m->attempt < route->attempts && !run->no_handler) {
+        int64_t delay = backoff_ms(route, m->attempt);
+        kr_warn("dispatch",
+                "route=%s topic=%s partition=%d offset=%lld: attempt %d/%d failed, retry "
+                "in %lldms: %s\n%s",
+                route->name, msg->topic, (int)msg->partition, (long long)msg->offset,
+                m->attempt, route->attempts, (long long)delay, reason,
+                run->trace ? run->trace : "");
+        set_retry(d, m->lane, now_ms() + delay);
+        run_free(m);
+        return 1;
+    }
+    kr_error("dispatch",
+             "route=%s topic=%s partition=%d offset=%lld: failed after %d attempt(s): %s\n%s",
+             route->name, msg->topic, (int)msg->partition, (long long)msg->offset, m->attempt,
+             reason, run->trace ? run->trace : "");
+    if (route->reply_nest && m->is_request)
+        produce_nest_reply(d, m, route, NULL, reason); /* the caller gets the error */
+    else
+        dead_letter(d, m, route, reason, run->trace);
+    run_free(m);
+    m->route_pos++;
+    m->attempt = 0;
+    return 0;
+}
+
+/* Runs the remaining routes of `m`. Returns 0 when m is handled, or 1
+ * when it waits (for a retry or a reply). */
+static int run_routes(kr_dispatch_t *d, kr_inmsg_t *m)
+{
+    while (m->route_pos < m->route_cnt) {
+        if (m->waiting)
+            return 1;
+        const kr_route_t *route = m->routes[m->route_pos];
+        m->run = calloc(1, sizeof(*m->run));
+        if (!m->run)
+            abort();
+        m->run->msg = &m->view;
+        m->vm = vm_for(d, m, route);
+        if (finish_run(d, m, route, kr_vm_run(m->vm, m->run)))
+            return 1;
     }
     return 0;
+}
+
+static void lane_pump(kr_dispatch_t *d, kr_lane_t *lane);
+
+/* kr_reply_cb_t: a reply (or "timeout") for a handler waiting in
+ * kroute.request. Resumes it, then lets its lane move on. */
+static void on_reply(void *ctx, void *req_ctx, const void *value, size_t len, const char *err)
+{
+    kr_dispatch_t *d = ctx;
+    kr_inmsg_t *m = req_ctx;
+    if (!m->waiting || !m->run)
+        return;
+    m->waiting = 0;
+    unpark(d, m);
+    const kr_route_t *route = m->routes[m->route_pos];
+    m->pending++; /* hold while its outputs are queued (see lane_pump) */
+    finish_run(d, m, route, kr_vm_resume(m->vm, m->run, value, len, err));
+    m->pending--;
+    if (m->lane)
+        lane_pump(d, m->lane);
 }
 
 /* Handles the lane's messages in order until one waits for a retry. */
 static void lane_pump(kr_dispatch_t *d, kr_lane_t *lane)
 {
-    while (lane->todo && !lane->retry_at_ms && !d->fatal) {
+    while (lane->todo && !lane->retry_at_ms && !lane->todo->waiting && !d->fatal) {
         kr_inmsg_t *m = lane->todo;
         m->pending++; /* hold: delivery reports served while producing must
                          not finish m before all its outputs are queued */
@@ -443,6 +637,7 @@ void kr_dispatch_message(kr_group_t *g, rd_kafka_message_t *rkm)
     m->rkm = rkm;
     m->group = g;
     kr_msg_from_rkm(&m->view, rkm);
+    m->is_request = kr_nest_parse_request(m->view.headers, &m->nest);
     const topic_routes_t *tr = routes_for(g, m->view.topic);
     m->routes = tr->routes;
     m->route_cnt = tr->cnt;
@@ -464,11 +659,54 @@ void kr_dispatch_message(kr_group_t *g, rd_kafka_message_t *rkm)
     lane_pump(d, lane);
 }
 
+void kr_dispatch_set_requester(kr_dispatch_t *d, kr_requester_t *rq)
+{
+    d->rq = rq;
+}
+
+size_t kr_dispatch_poll_replies(kr_dispatch_t *d)
+{
+    return d->rq ? kr_requester_poll(d->rq, on_reply, d) : 0;
+}
+
+/* Sends parked requests whose reply topic got assigned, times out the
+ * rest; returns ms until the earliest parked deadline, or -1. */
+static int64_t tick_parked(kr_dispatch_t *d, int64_t now)
+{
+    int64_t next = -1;
+    for (size_t i = d->parked_cnt; i-- > 0;) {
+        if (i >= d->parked_cnt)
+            continue; /* a callback shrank the list */
+        kr_inmsg_t *m = d->parked[i];
+        if (now >= m->request_deadline_ms) {
+            on_reply(d, m, NULL, 0, "timeout");
+        } else if (kr_requester_partition(d->rq, m->run->request->topic) >= 0) {
+            m->waiting = 0;
+            m->pending++;
+            finish_run(d, m, m->routes[m->route_pos], KR_VM_YIELDED);
+            m->pending--;
+            if (m->lane)
+                lane_pump(d, m->lane);
+        } else if (next < 0 || m->request_deadline_ms - now < next) {
+            next = m->request_deadline_ms - now;
+        }
+    }
+    return next;
+}
+
 int kr_dispatch_tick(kr_dispatch_t *d)
 {
-    if (!d->retrying)
-        return -1;
     int64_t now = now_ms(), next = -1;
+    if (d->rq) {
+        next = tick_parked(d, now);
+        int n = kr_requester_expire(d->rq, now, on_reply, d);
+        if (n >= 0 && (next < 0 || n < next))
+            next = n;
+        if (d->parked_cnt && (next < 0 || next > 50))
+            next = 50; /* parked requests wait for an assignment: look again soon */
+    }
+    if (!d->retrying)
+        return next < 0 ? -1 : (int)next;
     for (size_t gi = 0; gi < d->group_cnt; gi++)
         for (size_t b = 0; b < LANE_BUCKETS; b++)
             for (kr_lane_t *lane = d->groups[gi]->buckets[b]; lane; lane = lane->hnext) {
@@ -513,6 +751,11 @@ void kr_dispatch_delivered(void *ctx, void *msg_opaque, rd_kafka_resp_err_t err)
     }
     free(out);
     m->pending--;
+    if (!m->lane) { /* orphaned by a revoke: nothing to store */
+        if (m->pending == 0)
+            inmsg_free(d, m);
+        return;
+    }
     if (m->pending > 0 || !m->handled)
         return;
     if (m->delivery_error && !d->fatal) {
@@ -527,10 +770,6 @@ void kr_dispatch_delivered(void *ctx, void *msg_opaque, rd_kafka_resp_err_t err)
         if (m->pending > 0)
             return;
     }
-    if (!m->lane) { /* orphaned by a revoke: nothing to store */
-        inmsg_free(d, m);
-        return;
-    }
     if (!d->fatal)
         lane_advance(d, m->lane);
 }
@@ -543,9 +782,10 @@ void kr_dispatch_assigned(void *ctx, const rd_kafka_topic_partition_list_t *part
     (void)parts; /* lanes are created by the first message */
 }
 
-/* Detaches the lane's messages: unhandled ones are dropped (not stored, so
- * redelivered to the next owner), ones awaiting delivery become orphans
- * freed by their last delivery report. */
+/* Detaches the lane's messages: none of them is stored (so the unfinished
+ * are redelivered to the next owner); a run waiting for a reply is
+ * dropped; messages with outputs still in flight become orphans, freed by
+ * their last delivery report. */
 static void lane_drop(kr_dispatch_t *d, kr_lane_t *lane)
 {
     kr_inmsg_t *m = lane->head;
@@ -553,7 +793,8 @@ static void lane_drop(kr_dispatch_t *d, kr_lane_t *lane)
         kr_inmsg_t *next = m->next;
         m->lane = NULL;
         m->next = NULL;
-        if (!m->handled || m->pending == 0)
+        run_drop(d, m);
+        if (m->pending == 0)
             inmsg_free(d, m);
         m = next;
     }
@@ -609,6 +850,10 @@ int kr_dispatch_drain(kr_dispatch_t *d, int timeout_ms)
         for (size_t b = 0; b < LANE_BUCKETS; b++)
             for (kr_lane_t *lane = d->groups[gi]->buckets[b]; lane; lane = lane->hnext) {
                 set_retry(d, lane, 0);
+                /* a handler waiting for a reply is failed cleanly: its
+                 * message stays uncommitted and is redelivered */
+                for (kr_inmsg_t *m = lane->todo; m; m = m->next)
+                    run_drop(d, m);
                 lane->todo = NULL;
             }
     return d->p ? kr_producer_flush(d->p, timeout_ms) : 0;
@@ -650,5 +895,6 @@ void kr_dispatch_free(kr_dispatch_t *d)
         free(g);
     }
     free(d->groups);
+    free(d->parked);
     free(d);
 }

@@ -11,6 +11,7 @@
 #include "config.h"
 #include "consumer.h"
 #include "producer.h"
+#include "requester.h"
 #include "worker.h"
 
 typedef struct kr_dispatch kr_dispatch_t;
@@ -32,9 +33,15 @@ void kr_dispatch_revoked(void *g, const rd_kafka_topic_partition_list_t *parts, 
 /* kr_delivery_cb_t (ctx = kr_dispatch_t *). */
 void kr_dispatch_delivered(void *d, void *msg_opaque, rd_kafka_resp_err_t err);
 
+/* The requester that sends kroute.request calls (NULL: none declared). */
+void kr_dispatch_set_requester(kr_dispatch_t *d, kr_requester_t *rq);
+/* Reads replies and resumes the handlers waiting for them. */
+size_t kr_dispatch_poll_replies(kr_dispatch_t *d);
+
 /* Takes ownership of a consumed message and runs what it can now. */
 void kr_dispatch_message(kr_group_t *g, rd_kafka_message_t *rkm);
-/* Runs due retries. Returns ms until the next retry is due, or -1. */
+/* Runs due retries, sends requests whose reply partition became known and
+ * times out requests. Returns ms until the next deadline, or -1. */
 int kr_dispatch_tick(kr_dispatch_t *d);
 /* Messages consumed but not yet committed-ready. */
 size_t kr_dispatch_inflight(const kr_dispatch_t *d);

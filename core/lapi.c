@@ -5,6 +5,7 @@
 #include "lapi.h"
 
 #include <lauxlib.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -37,6 +38,71 @@ static int l_emit(lua_State *L)
     kr_record_t *rec = kr_run_add(run);
     kr_record_from_emit(L, rec);
     return 0;
+}
+
+#define REQUEST_DEFAULT_TIMEOUT_MS 10000
+
+/* Continuation of kroute.request: the dispatcher resumed the coroutine
+ * with (reply bytes | nil, error | nil). Turns the reply into a Lua value
+ * the way NestJS's parser does: text starting with { or [ that parses as
+ * JSON becomes a table, anything else stays a string. */
+static int request_done(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    int base = (int)ctx;
+    if (lua_gettop(L) < base + 2)
+        return luaL_error(L, "kroute.request: resumed without a reply");
+    if (!lua_isnil(L, base + 2)) { /* nil, err */
+        lua_pushnil(L);
+        lua_pushvalue(L, base + 2);
+        return 2;
+    }
+    if (lua_isnil(L, base + 1)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    size_t len;
+    const char *s = lua_tolstring(L, base + 1, &len);
+    char err[256];
+    if (len && (s[0] == '{' || s[0] == '[') && kr_json_decode(L, s, len, err, sizeof(err)) == 0)
+        return 1;
+    lua_pushvalue(L, base + 1);
+    return 1;
+}
+
+/* kroute.request(pattern, value [, {key=, headers=, timeout=}])
+ * -> reply | nil, "timeout" | nil, err   [-(2|3), +(1|2), e]
+ * Yields the handler's coroutine until the reply arrives. */
+static int l_request(lua_State *L)
+{
+    kr_run_t *run = check_run(L, "kroute.request");
+    if (L != run->co || !lua_isyieldable(L))
+        return luaL_error(L, "kroute.request must be called by the handler itself, not from "
+                             "a coroutine it created");
+    if (run->request)
+        return luaL_error(L, "kroute.request: a request is already pending");
+    lua_settop(L, 3);
+    lua_Integer timeout = REQUEST_DEFAULT_TIMEOUT_MS;
+    if (!lua_isnil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        lua_getfield(L, 3, "timeout");
+        timeout = luaL_optinteger(L, -1, REQUEST_DEFAULT_TIMEOUT_MS);
+        lua_pop(L, 1);
+        if (timeout <= 0)
+            return luaL_error(L, "kroute.request: timeout must be a positive number of ms");
+    }
+    kr_record_t *req = calloc(1, sizeof(*req));
+    if (!req)
+        return luaL_error(L, "out of memory");
+    req->partition = RD_KAFKA_PARTITION_UA;
+    run->request = req; /* owned by the run from here, even if we raise */
+    kr_record_from_emit(L, req);
+    /* a request carries only what the caller gave: no inherited key or headers */
+    if (req->key_mode == KR_KEY_INHERIT)
+        req->key_mode = KR_KEY_NONE;
+    req->inherit_headers = 0;
+    run->request_timeout_ms = timeout;
+    return lua_yieldk(L, 0, (lua_KContext)lua_gettop(L), request_done);
 }
 
 /* kroute.now() -> ms since the Unix epoch  [-0, +1, -] */
@@ -83,7 +149,8 @@ static int l_log_error(lua_State *L) { return log_at(L, KR_LOG_ERROR); }
 int luaopen_kroute(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
-        {"emit", l_emit}, {"record", kr_record_new}, {"now", l_now}, {NULL, NULL}};
+        {"emit", l_emit}, {"request", l_request}, {"record", kr_record_new},
+        {"now", l_now},   {NULL, NULL}};
     static const luaL_Reg log_funcs[] = {{"debug", l_log_debug},
                                          {"info", l_log_info},
                                          {"warn", l_log_warn},

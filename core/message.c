@@ -1,6 +1,7 @@
 /* message.c - the kroute.message userdata (see message.h).
  * Fields are read through __index: topic, partition, offset, key, value,
- * timestamp, headers, and the method json(). Headers come back as a fresh
+ * timestamp, headers, data (the value parsed as NestJS does), and the
+ * method json(). Headers come back as a fresh
  * table: name -> string, or name -> list of strings when a name repeats. */
 #include "message.h"
 
@@ -110,6 +111,18 @@ static int msg_json(lua_State *L)
     return 1;
 }
 
+/* [-0, +1, m] the value as NestJS's KafkaParser reads it: text starting
+ * with { or [ that parses as JSON is a table, other text stays a string. */
+static void push_nest_data(lua_State *L, const kr_msg_t *msg)
+{
+    const char *v = msg->value;
+    char err[64];
+    if (v && msg->value_len && (v[0] == '{' || v[0] == '[') &&
+        kr_json_decode(L, v, msg->value_len, err, sizeof(err)) == 0)
+        return;
+    push_bytes(L, v, msg->value_len);
+}
+
 static int msg_index(lua_State *L)
 {
     const kr_msg_t *msg = check_msg(L, 1);
@@ -128,6 +141,8 @@ static int msg_index(lua_State *L)
         lua_pushinteger(L, msg->timestamp);
     else if (!strcmp(k, "headers"))
         push_headers(L, msg->headers);
+    else if (!strcmp(k, "data"))
+        push_nest_data(L, msg);
     else if (!strcmp(k, "json"))
         lua_pushcfunction(L, msg_json);
     else

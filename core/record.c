@@ -47,6 +47,7 @@ void kr_run_clear(kr_run_t *run)
     run->recs = NULL;
     run->cnt = run->cap = 0;
     run->error = run->trace = NULL;
+    run->no_handler = 0;
 }
 
 kr_run_t *kr_run_current(lua_State *L)

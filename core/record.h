@@ -24,6 +24,7 @@ typedef struct kr_record {
     kr_buf_t value;
     int inherit_headers;         /* copy the input's headers */
     rd_kafka_headers_t *headers; /* owned; used when !inherit_headers */
+    int returned;                /* a return value (not an emit) */
 } kr_record_t;
 
 struct kr_vm;
@@ -58,11 +59,17 @@ typedef struct kr_run {
     size_t cnt, cap;
     char *error;        /* set when the run failed */
     char *trace;        /* Lua traceback of the failure */
+    int no_handler;     /* a service table had no function for the topic */
+    lua_State *co;      /* the handler's coroutine while it runs or waits */
+    int co_ref, msg_ref;
+    kr_record_t *request;       /* set while waiting in kroute.request */
+    int64_t request_timeout_ms;
 } kr_run_t;
 
 /* Appends a zeroed record owned by the run. */
 kr_record_t *kr_run_add(kr_run_t *run);
-/* Frees outputs and outcome; keeps msg and vm. */
+/* Frees outputs and outcome; keeps msg and vm. The run must not be
+ * suspended (see kr_vm_abandon). */
 void kr_run_clear(kr_run_t *run);
 
 /* The run of the calling coroutine, or NULL outside a handler. */

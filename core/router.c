@@ -18,6 +18,7 @@
 #include "dispatch.h"
 #include "log.h"
 #include "producer.h"
+#include "requester.h"
 #include "worker.h"
 
 #define BATCH 512
@@ -107,6 +108,37 @@ static void log_summary(const kr_config_t *cfg, const char *brokers, int workers
     }
 }
 
+/* The reply consumer for every pattern routes declare in `requests:`, or
+ * NULL (errstr empty) when none does. */
+static kr_requester_t *start_requester(const kr_config_t *cfg, const char *brokers,
+                                       char *errstr, size_t errsize)
+{
+    errstr[0] = '\0';
+    const char **patterns = NULL;
+    size_t cnt = 0;
+    for (size_t i = 0; i < cfg->route_cnt; i++)
+        for (size_t j = 0; j < cfg->routes[i].request_cnt; j++) {
+            const char *p = cfg->routes[i].requests[j];
+            size_t k;
+            for (k = 0; k < cnt && strcmp(patterns[k], p); k++)
+                ;
+            if (k < cnt)
+                continue;
+            patterns = realloc(patterns, (cnt + 1) * sizeof(*patterns));
+            patterns[cnt++] = p;
+        }
+    kr_requester_t *rq = NULL;
+    if (cnt) {
+        rq = kr_requester_new(brokers, cfg->group, &cfg->consumer, patterns, cnt, errstr,
+                              errsize);
+        if (rq)
+            kr_info("router", "requests: %zu pattern(s), replies read in group %s-client", cnt,
+                    cfg->group);
+    }
+    free(patterns);
+    return rq;
+}
+
 /* Serves the groups until a stop signal or a fatal error. */
 static void event_loop(kr_dispatch_t *d, kr_producer_t *p, kr_consumer_t **consumers,
                        kr_group_t **groups, size_t group_cnt)
@@ -129,6 +161,7 @@ static void event_loop(kr_dispatch_t *d, kr_producer_t *p, kr_consumer_t **consu
                     break;
             }
         }
+        got += kr_dispatch_poll_replies(d);
         kr_producer_poll(p, 0);
         int next = kr_dispatch_tick(d);
         char pfatal[256];
@@ -159,6 +192,7 @@ int kr_router_run(const kr_router_opts_t *o)
     int nworkers = o->workers > 0 ? o->workers : 1;
     kr_worker_t **workers = calloc((size_t)nworkers, sizeof(*workers));
     kr_consumer_t **consumers = NULL;
+    kr_requester_t *rq = NULL;
     kr_group_t **groups = NULL;
     size_t group_cnt = 0;
     char err[1024];
@@ -230,6 +264,15 @@ int kr_router_run(const kr_router_opts_t *o)
         }
         kr_consumer_wake_fd(c, wake_pipe[1]);
     }
+    rq = start_requester(cfg, brokers, err, sizeof(err));
+    if (!rq && err[0]) {
+        kr_error("router", "%s", err);
+        goto out;
+    }
+    if (rq) {
+        kr_dispatch_set_requester(d, rq);
+        kr_consumer_wake_fd(kr_requester_consumer(rq), wake_pipe[1]);
+    }
     kr_info("router", "running (pid %d); SIGTERM or Ctrl-C to stop", (int)getpid());
 
     event_loop(d, p, consumers, groups, group_cnt);
@@ -243,6 +286,9 @@ int kr_router_run(const kr_router_opts_t *o)
                 undelivered, DRAIN_TIMEOUT_MS);
     rc = fatal ? 1 : 0;
 out:
+    if (d)
+        kr_dispatch_set_requester(d, NULL);
+    kr_requester_free(rq);
     for (size_t i = 0; i < group_cnt; i++) {
         kr_consumer_close(consumers[i]);
         kr_group_set_consumer(groups[i], NULL);

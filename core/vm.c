@@ -254,8 +254,23 @@ static int load_entry(lua_State *L)
         } else {
             lua_pop(L, 1);
         }
-        if (lua_getfield(L, t, "handle") != LUA_TFUNCTION)
-            return luaL_error(L, "%s:1: the handler table has no 'handle' function", path);
+        if (lua_getfield(L, t, "handle") != LUA_TFUNCTION) {
+            /* no `handle`: a service table of topic -> function (NestJS
+             * style, one function per @MessagePattern) */
+            lua_pop(L, 1);
+            int functions = 0;
+            lua_pushnil(L);
+            while (lua_next(L, t)) {
+                if (lua_type(L, -2) == LUA_TSTRING && lua_isfunction(L, -1) &&
+                    strcmp(lua_tostring(L, -2), "init") != 0)
+                    functions++;
+                lua_pop(L, 1);
+            }
+            if (!functions)
+                return luaL_error(L, "%s:1: the handler table has no 'handle' function and "
+                                     "no topic -> function entries", path);
+            lua_pushvalue(L, t);
+        }
     } else if (!lua_isfunction(L, -1)) {
         return luaL_error(L,
                           "%s:1: a handler file must return a function or a table with a "
@@ -346,13 +361,14 @@ static int run_finish(lua_State *co, int status, lua_KContext ctx)
         if (lua_isnil(co, i))
             continue; /* nothing returned = filtered out */
         kr_record_t *rec = kr_run_add(run);
+        rec->returned = 1;
         kr_record_from_lua(co, i, rec);
     }
     return 0;
 }
 
-/* The coroutine body: handle(msg). lua_callk keeps it resumable should a
- * binding yield (request/reply). */
+/* The coroutine body: handle(msg). lua_callk keeps it resumable when a
+ * binding yields (kroute.request). */
 static int run_entry(lua_State *co)
 {
     lua_callk(co, 1, LUA_MULTRET, 0, run_finish);
@@ -371,57 +387,129 @@ static char *errobj_text(lua_State *L, int idx)
     return dup_or_null(s);
 }
 
-int kr_vm_run(kr_vm_t *vm, kr_run_t *run)
+/* Ends a run's coroutine: releases it and invalidates its message. */
+static void run_release(kr_vm_t *vm, kr_run_t *run)
 {
     lua_State *L = vm->L;
-    int top = lua_gettop(L);
-    lua_State *co = lua_newthread(L);
-    kr_message_push(L, run->msg);
-    int msg_idx = lua_gettop(L);
-    run->vm = vm;
-    kr_run_set_current(co, run);
-    lua_pushcfunction(co, run_entry);
-    lua_rawgeti(co, LUA_REGISTRYINDEX, vm->handle_ref);
-    lua_pushvalue(L, msg_idx);
-    lua_xmove(L, co, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, run->msg_ref);
+    kr_message_invalidate(L, -1);
+    lua_pop(L, 1);
+    lua_resetthread(run->co);
+    kr_run_set_current(run->co, NULL);
+    if (run->request) { /* raised while building a request */
+        kr_record_free(run->request);
+        free(run->request);
+        run->request = NULL;
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, run->co_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, run->msg_ref);
+    run->co = NULL;
+    run->co_ref = run->msg_ref = LUA_NOREF;
+}
 
+/* Resumes run->co with nargs values on its stack; interprets the outcome. */
+static int run_resume(kr_vm_t *vm, kr_run_t *run, int nargs)
+{
+    lua_State *L = vm->L, *co = run->co;
     int nres = 0;
     vm->enforce = 1;
     deadline_start(vm);
-    int status = lua_resume(co, L, 2, &nres);
+    int status = lua_resume(co, L, nargs, &nres);
     deadline_stop(vm, co);
     vm->enforce = 0;
-    kr_message_invalidate(L, msg_idx);
 
-    int rc = 0;
     if (status == LUA_YIELD) {
+        lua_pop(co, nres);
+        if (run->request) /* suspended in kroute.request: the caller sends it */
+            return KR_VM_YIELDED;
         run->error = dup_or_null("handler yielded: coroutine.yield is not allowed at the top "
                                  "level of a handler");
         run->trace = dup_or_null("");
-        rc = -1;
-    } else if (status != LUA_OK) {
-        if (status == LUA_ERRMEM) {
-            char buf[160];
-            snprintf(buf, sizeof(buf),
-                     "out of memory: the route's Lua memory limit (%zu bytes) was reached",
-                     vm->mem_limit);
-            run->error = dup_or_null(buf);
-        } else {
-            run->error = errobj_text(co, -1);
-        }
+    } else if (status == LUA_OK) {
+        run_release(vm, run);
+        return KR_VM_OK;
+    } else if (status == LUA_ERRMEM) {
+        char buf[160];
+        snprintf(buf, sizeof(buf),
+                 "out of memory: the route's Lua memory limit (%zu bytes) was reached",
+                 vm->mem_limit);
+        run->error = dup_or_null(buf);
+    } else {
+        run->error = errobj_text(co, -1);
+    }
+    if (!run->trace) {
         luaL_traceback(L, co, NULL, 0);
         run->trace = dup_or_null(lua_tostring(L, -1));
-        rc = -1;
+        lua_pop(L, 1);
     }
-    if (rc < 0) {
-        for (size_t i = 0; i < run->cnt; i++)
-            kr_record_free(&run->recs[i]);
-        run->cnt = 0; /* a failed run produces nothing */
+    for (size_t i = 0; i < run->cnt; i++)
+        kr_record_free(&run->recs[i]);
+    run->cnt = 0; /* a failed run produces nothing */
+    run_release(vm, run);
+    return KR_VM_FAILED;
+}
+
+/* [-0, +1, -] the function that handles `topic`: the handler function, or
+ * the entry named `topic` of a handler table (a NestJS-style service);
+ * nil when the table has none. */
+static void push_handle(kr_vm_t *vm, lua_State *co, const char *topic)
+{
+    lua_rawgeti(co, LUA_REGISTRYINDEX, vm->handle_ref);
+    if (lua_istable(co, -1)) {
+        lua_getfield(co, -1, topic);
+        lua_remove(co, -2);
+        if (!lua_isfunction(co, -1)) {
+            lua_pop(co, 1);
+            lua_pushnil(co);
+        }
     }
-    lua_resetthread(co);
-    kr_run_set_current(co, NULL);
-    lua_settop(L, top);
-    return rc;
+}
+
+int kr_vm_run(kr_vm_t *vm, kr_run_t *run)
+{
+    lua_State *L = vm->L;
+    lua_State *co = lua_newthread(L);
+    run->co = co;
+    run->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    kr_message_push(L, run->msg);
+    run->msg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    run->vm = vm;
+    kr_run_set_current(co, run);
+    lua_pushcfunction(co, run_entry);
+    push_handle(vm, co, run->msg->topic);
+    if (lua_isnil(co, -1)) {
+        run->no_handler = 1;
+        run->error = dup_or_null("There is no matching message handler defined in the "
+                                 "remote service.");
+        run->trace = dup_or_null("");
+        run_release(vm, run);
+        return KR_VM_FAILED;
+    }
+    lua_rawgeti(co, LUA_REGISTRYINDEX, run->msg_ref);
+    return run_resume(vm, run, 2);
+}
+
+int kr_vm_resume(kr_vm_t *vm, kr_run_t *run, const char *value, size_t len, const char *err)
+{
+    lua_State *co = run->co;
+    kr_record_free(run->request);
+    free(run->request);
+    run->request = NULL;
+    if (value)
+        lua_pushlstring(co, value, len);
+    else
+        lua_pushnil(co);
+    if (err)
+        lua_pushstring(co, err);
+    else
+        lua_pushnil(co);
+    return run_resume(vm, run, 2);
+}
+
+void kr_vm_abandon(kr_vm_t *vm, kr_run_t *run)
+{
+    if (run->co)
+        run_release(vm, run);
 }
 
 size_t kr_vm_memory(const kr_vm_t *vm)

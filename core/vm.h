@@ -24,9 +24,19 @@ typedef struct kr_vm kr_vm_t;
 /* Builds the sandbox, loads the handler file and runs its init().
  * Returns NULL with "file:line: message" in errstr on failure. */
 kr_vm_t *kr_vm_new(const kr_vm_opts_t *opts, char *errstr, size_t errsize);
-/* Runs the handler over run->msg in a fresh coroutine. Returns 0 with the
- * outputs in run->recs, or -1 with run->error and run->trace set. */
+enum { KR_VM_OK = 0, KR_VM_FAILED = -1, KR_VM_YIELDED = 1 };
+
+/* Runs the handler over run->msg in a fresh coroutine. Returns KR_VM_OK
+ * with the outputs in run->recs; KR_VM_FAILED with run->error and
+ * run->trace set (run->no_handler when a service table has no function for
+ * the topic); or KR_VM_YIELDED when the handler waits in kroute.request
+ * (run->request says what to send; finish with kr_vm_resume/abandon). */
 int kr_vm_run(kr_vm_t *vm, kr_run_t *run);
+/* Continues a yielded run with the reply bytes (NULL: null value) or an
+ * error text (NULL: none). Same returns as kr_vm_run. */
+int kr_vm_resume(kr_vm_t *vm, kr_run_t *run, const char *value, size_t len, const char *err);
+/* Drops a yielded run (revoke, shutdown): its outputs are discarded. */
+void kr_vm_abandon(kr_vm_t *vm, kr_run_t *run);
 /* Bytes currently allocated by the VM. */
 size_t kr_vm_memory(const kr_vm_t *vm);
 void kr_vm_free(kr_vm_t *vm);

@@ -204,7 +204,7 @@ describe("route files that are rejected", function()
   it("reports an unknown route key at the key", function()
     local f = BAD .. "/unknown_route_key.yaml"
     assert.same({f .. ":5:5: unknown key 'priority' in route (expected one of: name, match, "
-                 .. "handler, to, group, ordering, retry, dlq, timeout, memory, emits, reply)"},
+                 .. "handler, to, group, ordering, retry, dlq, timeout, memory, emits, requests, reply)"},
                 load_bad(f))
   end)
 
@@ -384,12 +384,10 @@ describe("route files that are rejected", function()
     }, load_bad(f))
   end)
 
-  it("rejects `reply: nest` as not supported yet", function()
-    local f = BAD .. "/reply_nest.yaml"
-    local errs = load_bad(f)
-    assert.equal(1, #errs)
-    assert.equal(f .. ":5:12: reply: nest is not supported by this version of kroute "
-                 .. "(NestJS request/reply routes are not built yet)", errs[1])
+  it("rejects a reply mode other than nest/none and a `requests` that is not a list", function()
+    local f = BAD .. "/reply_bad.yaml"
+    assert.same({f .. ":5:12: reply must be nest or none, got 'grpc'",
+                 f .. ":6:15: requests must be a list of topics"}, load_bad(f))
   end)
 
   it("rejects a set of files that defines no route", function()
@@ -410,10 +408,10 @@ describe("route files that are rejected", function()
   end)
 
   it("collects errors from every file of a load", function()
-    local a, b = BAD .. "/reply_nest.yaml", BAD .. "/empty.yaml"
+    local a, b = BAD .. "/unknown_route_key.yaml", BAD .. "/empty.yaml"
     local errs = load_bad(a, b)
     assert.equal(2, #errs)
-    assert.matches("reply_nest%.yaml:5:12: ", errs[1])
+    assert.matches("unknown_route_key%.yaml:5:5: ", errs[1])
     assert.equal(b .. ":1:1: empty route file", errs[2])
   end)
 end)
