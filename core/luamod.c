@@ -20,7 +20,8 @@
 
 typedef struct vm_ud {
     kr_vm_t *vm;
-    char *to; /* default output topic, like a route's `to` */
+    char *to;       /* default output topic, like a route's `to` */
+    int reply_nest; /* like `reply: nest`: the first returned value is the reply */
 } vm_ud_t;
 
 static void set_str(lua_State *L, const char *k, const char *v)
@@ -59,6 +60,13 @@ static void push_route(lua_State *L, const kr_config_t *cfg, const kr_route_t *r
     set_int(L, "timeout_ms", r->timeout_ms);
     set_int(L, "memory", (lua_Integer)r->memory);
     set_str(L, "where", r->where);
+    set_str(L, "reply", r->reply_nest ? "nest" : NULL);
+    lua_createtable(L, (int)r->request_cnt, 0);
+    for (size_t i = 0; i < r->request_cnt; i++) {
+        lua_pushstring(L, r->requests[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "requests");
     lua_createtable(L, (int)r->pattern_cnt, 0);
     for (size_t i = 0; i < r->pattern_cnt; i++) {
         lua_createtable(L, 0, 3);
@@ -162,6 +170,7 @@ static int l_vm(lua_State *L)
                          .memory = (size_t)opt_int_field(L, 1, "memory", 64 << 20)};
     luaL_argcheck(L, opts.handler != NULL, 1, "handler path required");
     const char *to = opt_str_field(L, 1, "to");
+    const char *reply = opt_str_field(L, 1, "reply");
     char err[2048];
     kr_vm_t *vm = kr_vm_new(&opts, err, sizeof(err));
     if (!vm) {
@@ -172,6 +181,7 @@ static int l_vm(lua_State *L)
     vm_ud_t *ud = lua_newuserdatauv(L, sizeof(*ud), 0);
     ud->vm = vm;
     ud->to = to ? strdup(to) : NULL;
+    ud->reply_nest = reply && !strcmp(reply, "nest");
     luaL_setmetatable(L, VM_MT);
     return 1;
 }
@@ -244,12 +254,72 @@ static void push_bytes_field(lua_State *L, const char *k, const void *p, size_t 
     lua_setfield(L, -2, k);
 }
 
+/* A handler waits in kroute.request: record the request in the list at
+ * requests_idx and answer it from the scripted replies (the `replies`
+ * table of vm:handle's second argument: pattern -> value, or a function
+ * of the request value returning value | nil, err). */
+static int answer_request(lua_State *L, kr_vm_t *vm, kr_run_t *run, int requests_idx)
+{
+    const kr_record_t *req = run->request;
+    lua_createtable(L, 0, 3);
+    set_str(L, "pattern", req->topic);
+    if (!req->value_null)
+        push_bytes_field(L, "value", req->value.data ? req->value.data : "", req->value.len);
+    if (req->key_mode == KR_KEY_SET)
+        push_bytes_field(L, "key", req->key.data ? req->key.data : "", req->key.len);
+    lua_rawseti(L, requests_idx, (lua_Integer)lua_rawlen(L, requests_idx) + 1);
+
+    int top = lua_gettop(L);
+    const char *err = NULL;
+    if (lua_istable(L, 3) && lua_getfield(L, 3, "replies") == LUA_TTABLE)
+        lua_getfield(L, -1, req->topic);
+    else
+        lua_pushnil(L);
+    if (lua_isfunction(L, -1)) {
+        if (req->value_null)
+            lua_pushnil(L);
+        else
+            lua_pushlstring(L, req->value.data ? req->value.data : "", req->value.len);
+        if (lua_pcall(L, 1, 2, 0) != LUA_OK) {
+            err = lua_tostring(L, -1);
+            lua_pushnil(L);
+        } else if (lua_isnil(L, -2)) {
+            err = lua_isnil(L, -1) ? "nil reply" : lua_tostring(L, -1);
+            lua_pop(L, 1);
+        } else {
+            lua_pop(L, 1);
+        }
+    } else if (lua_isnil(L, -1)) {
+        err = lua_pushfstring(L, "no scripted reply for pattern '%s'", req->topic);
+    }
+    /* the value at -1 is the reply: encode it as a NestJS server would */
+    kr_buf_t b = {0};
+    char jerr[256];
+    int has_value = !err && !lua_isnil(L, -1);
+    if (has_value && lua_type(L, -1) != LUA_TSTRING &&
+        kr_json_encode(L, -1, &b, jerr, sizeof(jerr)) < 0) {
+        err = lua_pushstring(L, jerr);
+        has_value = 0;
+    } else if (has_value && lua_type(L, -1) == LUA_TSTRING) {
+        size_t len;
+        const char *sv = lua_tolstring(L, -1, &len);
+        kr_buf_add(&b, sv, len);
+    }
+    int rc = kr_vm_resume(vm, run, has_value ? (b.data ? b.data : "") : NULL, b.len, err);
+    kr_buf_free(&b);
+    lua_settop(L, top);
+    return rc;
+}
+
 /* vm:handle{topic=, partition=, offset=, key=, value=, timestamp=, headers=}
- * -> {ok=, error=, trace=, records={{topic, partition, key, value, headers}}} */
+ *           [, {replies = {pattern = value | function}}]
+ * -> {ok=, error=, trace=, records={{topic, partition, key, value, headers}},
+ *     requests={{pattern, value, key}}} */
 static int l_vm_handle(lua_State *L)
 {
     vm_ud_t *ud = check_vm(L);
     luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 3); /* 3: options, or nil */
     kr_msg_t msg = {0};
     msg.topic = opt_str_field(L, 2, "topic");
     if (!msg.topic)
@@ -267,7 +337,12 @@ static int l_vm_handle(lua_State *L)
 
     kr_run_t run = {.msg = &msg};
     int rc = kr_vm_run(ud->vm, &run);
-    const char *no_topic = rc == 0 ? kr_run_missing_topic(&run, ud->to) : NULL;
+    lua_newtable(L); /* requests made, in order */
+    int requests_idx = lua_gettop(L);
+    while (rc == KR_VM_YIELDED)
+        rc = answer_request(L, ud->vm, &run, requests_idx);
+    const char *no_topic =
+        rc == 0 && !ud->reply_nest ? kr_run_missing_topic(&run, ud->to) : NULL;
     if (no_topic) { /* fail the run exactly as the dispatcher does */
         rc = -1;
         run.error = strdup(no_topic);
@@ -282,8 +357,15 @@ static int l_vm_handle(lua_State *L)
     set_str(L, "error", run.error);
     set_str(L, "trace", run.trace);
     lua_newtable(L);
+    const kr_record_t *reply = NULL;
+    lua_Integer n = 0;
     for (size_t i = 0; i < run.cnt; i++) {
         kr_resolved_t out;
+        if (ud->reply_nest && run.recs[i].returned) {
+            if (!reply) /* the reply: only the first returned value is sent */
+                reply = &run.recs[i];
+            continue;
+        }
         lua_newtable(L);
         if (kr_record_resolve(&run.recs[i], &msg, ud->to, &out) == 0)
             set_str(L, "topic", out.topic);
@@ -295,9 +377,14 @@ static int l_vm_handle(lua_State *L)
         lua_setfield(L, -2, "headers");
         if (out.headers)
             rd_kafka_headers_destroy(out.headers);
-        lua_rawseti(L, -2, (lua_Integer)i + 1);
+        lua_rawseti(L, -2, ++n);
     }
     lua_setfield(L, -2, "records");
+    if (reply && !reply->value_null)
+        push_bytes_field(L, "reply", reply->value.data ? reply->value.data : "",
+                         reply->value.len);
+    lua_pushvalue(L, requests_idx);
+    lua_setfield(L, -2, "requests");
     kr_run_clear(&run);
     if (hdrs)
         rd_kafka_headers_destroy(hdrs);

@@ -44,11 +44,16 @@ local function decode_record(rec)
   return rec
 end
 
---- Runs the handler over one message. Returns {ok, error, trace, records}
--- where each record is {topic, key, value, headers = {{name, value}...},
--- header = {name = first value}, partition} plus a :json() helper.
-function Handler:run(msg)
-  local res = self.vm:handle(testing.message(msg))
+--- Runs the handler over one message. Returns {ok, error, trace, records,
+-- requests} where each record is {topic, key, value, headers = {{name,
+-- value}...}, header = {name = first value}, partition} plus a :json()
+-- helper, and each request {pattern, value, key} is a kroute.request call.
+-- opts.replies scripts the answers to kroute.request: pattern -> value (a
+-- table is sent as JSON, as a NestJS service would) or a function of the
+-- request's value text returning value | nil, err. A pattern without an
+-- entry answers nil, "no scripted reply for pattern '...'".
+function Handler:run(msg, opts)
+  local res = self.vm:handle(testing.message(msg), opts)
   for _, rec in ipairs(res.records) do decode_record(rec) end
   return res
 end
@@ -56,11 +61,13 @@ end
 function Handler:memory() return self.vm:memory() end
 function Handler:close() self.vm:close() end
 
---- A handler file, with route-like options {to=, name=, timeout_ms=, memory=}.
+--- A handler file, with route-like options {to=, name=, timeout_ms=, memory=,
+-- reply="nest"}. With reply="nest" the result's `reply` holds the reply
+-- bytes a NestJS caller would get (and `error` the kafka_nest-err text).
 function testing.handler(path, opts)
   opts = opts or {}
   local vm, err = native.vm{
-    handler = path, to = opts.to, name = opts.name or path,
+    handler = path, to = opts.to, name = opts.name or path, reply = opts.reply,
     timeout_ms = opts.timeout_ms, memory = opts.memory, lua_dir = lua_dir(),
   }
   if not vm then return nil, err end
@@ -75,6 +82,7 @@ function testing.route(file, name)
     if r.name == name then
       return testing.handler(r.handler, {
         to = r.to, name = r.name, timeout_ms = r.timeout_ms, memory = r.memory,
+        reply = r.reply,
       })
     end
   end
