@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "json.h"
 #include "log.h"
 #include "message.h"
 #include "nest.h"
@@ -554,9 +555,23 @@ static int finish_run(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route, 
              "route=%s topic=%s partition=%d offset=%lld: failed after %d attempt(s): %s\n%s",
              route->name, msg->topic, (int)msg->partition, (long long)msg->offset, m->attempt,
              reason, run->trace ? run->trace : "");
-    if (route->reply_nest && m->is_request)
-        produce_nest_reply(d, m, route, NULL, reason); /* the caller gets the error */
-    else
+    if (route->reply_nest && m->is_request) {
+        /* the caller gets the error, shaped as a NestJS server sends an
+         * RpcException: {"status":"error","message":...}; a missing
+         * handler is NestJS's plain-text error */
+        kr_buf_t err = {0};
+        if (run->no_handler) {
+            kr_buf_add(&err, KR_NEST_NO_HANDLER, strlen(KR_NEST_NO_HANDLER));
+        } else {
+            static const char head[] = "{\"status\":\"error\",\"message\":";
+            kr_buf_add(&err, head, sizeof(head) - 1);
+            kr_json_add_string(&err, reason, strlen(reason));
+            kr_buf_addc(&err, '}');
+        }
+        kr_buf_addc(&err, '\0');
+        produce_nest_reply(d, m, route, NULL, err.data);
+        kr_buf_free(&err);
+    } else
         dead_letter(d, m, route, reason, run->trace);
     run_free(m);
     m->route_pos++;

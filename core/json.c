@@ -79,7 +79,7 @@ void kr_json_add_number(kr_buf_t *b, lua_State *L, int idx)
     add_str(b, tmp);
 }
 
-static void add_escaped(kr_buf_t *b, const char *s, size_t len)
+void kr_json_add_string(kr_buf_t *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
     kr_buf_reserve(b, len + 2);
@@ -177,7 +177,7 @@ static int encode_table(enc_t *e, int idx, int depth)
         if (kt == LUA_TSTRING) {
             size_t klen;
             const char *k = lua_tolstring(L, -2, &klen);
-            add_escaped(e->b, k, klen);
+            kr_json_add_string(e->b, k, klen);
         } else if (kt == LUA_TNUMBER) {
             kr_buf_addc(e->b, '"');
             kr_json_add_number(e->b, L, lua_gettop(L) - 1);
@@ -211,7 +211,7 @@ static int encode_value(enc_t *e, int idx, int depth)
     case LUA_TSTRING: {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
-        add_escaped(e->b, s, len);
+        kr_json_add_string(e->b, s, len);
         return 0;
     }
     case LUA_TTABLE: return encode_table(e, idx, depth);

@@ -16,6 +16,8 @@ int kr_json_encode(lua_State *L, int idx, kr_buf_t *b, char *errstr, size_t errs
 /* Pushes the decoded value of `s` and returns 0; on bad JSON pushes nothing
  * and returns -1 with errstr "... at byte N". [-0, +(0|1), m] */
 int kr_json_decode(lua_State *L, const char *s, size_t len, char *errstr, size_t errsize);
+/* Appends `s` as a JSON string literal (quoted, escaped). */
+void kr_json_add_string(kr_buf_t *b, const char *s, size_t len);
 /* Appends the shortest text that reads back as exactly `d`. */
 void kr_json_add_number(kr_buf_t *b, lua_State *L, int idx);
 /* [-0, +1, -] the kroute.json.null sentinel */

@@ -52,8 +52,19 @@ static int request_done(lua_State *L, int status, lua_KContext ctx)
     int base = (int)ctx;
     if (lua_gettop(L) < base + 2)
         return luaL_error(L, "kroute.request: resumed without a reply");
+    char err[256];
     if (!lua_isnil(L, base + 2)) { /* nil, err */
+        /* a NestJS RpcException arrives as {"status":"error","message":...}:
+         * hand the handler its message; any other error text as it is */
+        size_t elen;
+        const char *e = lua_tolstring(L, base + 2, &elen);
         lua_pushnil(L);
+        if (elen && e[0] == '{' && kr_json_decode(L, e, elen, err, sizeof(err)) == 0 &&
+            lua_istable(L, -1) && lua_getfield(L, -1, "message") == LUA_TSTRING) {
+            lua_remove(L, -2);
+            return 2;
+        }
+        lua_settop(L, base + 3);
         lua_pushvalue(L, base + 2);
         return 2;
     }
@@ -63,7 +74,6 @@ static int request_done(lua_State *L, int status, lua_KContext ctx)
     }
     size_t len;
     const char *s = lua_tolstring(L, base + 1, &len);
-    char err[256];
     if (len && (s[0] == '{' || s[0] == '[') && kr_json_decode(L, s, len, err, sizeof(err)) == 0)
         return 1;
     lua_pushvalue(L, base + 1);

@@ -1,0 +1,39 @@
+-- One function per pattern, as a NestJS controller has one @MessagePattern
+-- method per pattern. msg.data is the value as NestJS parses it (a JSON
+-- array/object becomes a table, other text stays a string); the return
+-- value is the reply, serialized as NestJS does (6 -> "6", tables as JSON).
+local M = {}
+
+local function numbers(msg)
+  if type(msg.data) ~= "table" then error("expected a list of numbers, got " .. tostring(msg.value)) end
+  return msg.data
+end
+
+function M.sum(msg)
+  local total = 0
+  for _, n in ipairs(numbers(msg)) do total = total + n end
+  return total
+end
+
+function M.max(msg)
+  return math.max(table.unpack(numbers(msg)))
+end
+
+-- ClientKafka.send('echo', {key, value, headers}) arrives with that key and
+-- those headers; echo them back so the caller can see what kroute saw.
+function M.echo(msg)
+  return { data = msg.data, key = msg.key, h = msg.headers.h }
+end
+
+function M.fail(msg)
+  error("boom: " .. tostring(msg.value))
+end
+
+-- Takes three seconds: long enough to kill kroute between request and reply.
+function M.slow(msg)
+  local t = os.clock()
+  while os.clock() - t < 3 do end
+  return { done = true, id = type(msg.data) == "table" and msg.data.id or nil }
+end
+
+return M
