@@ -303,6 +303,29 @@ static void lane_advance(kr_dispatch_t *d, kr_lane_t *lane)
     }
 }
 
+static void dead_letter(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route,
+                        const char *reason, const char *trace);
+
+/* Called when m may be done: handled, and no output report outstanding.
+ * An output lost for good sends the input to the DLQ instead (so the
+ * offset can advance without losing the event); then the lane advances. */
+static void inmsg_settle(kr_dispatch_t *d, kr_inmsg_t *m)
+{
+    if (m->pending > 0 || !m->handled || d->fatal)
+        return;
+    if (m->delivery_error) {
+        char *reason = m->delivery_error;
+        m->delivery_error = NULL;
+        m->pending++;
+        dead_letter(d, m, m->failed_route, reason, "");
+        m->pending--;
+        free(reason);
+        if (m->pending > 0)
+            return; /* settles again on the DLQ copy's report */
+    }
+    lane_advance(d, m->lane);
+}
+
 /* ---------- producing ---------- */
 
 static void produce_one(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route, int is_dlq,
@@ -633,6 +656,7 @@ static void lane_pump(kr_dispatch_t *d, kr_lane_t *lane)
         m->pending--;
         if (waiting)
             break;
+        inmsg_settle(d, m); /* outputs refused synchronously settle here */
     }
     lane_advance(d, lane);
 }
@@ -771,22 +795,7 @@ void kr_dispatch_delivered(void *ctx, void *msg_opaque, rd_kafka_resp_err_t err)
             inmsg_free(d, m);
         return;
     }
-    if (m->pending > 0 || !m->handled)
-        return;
-    if (m->delivery_error && !d->fatal) {
-        /* an output is lost for good: the input goes to the DLQ instead,
-         * so the offset can advance without losing the event */
-        char *reason = m->delivery_error;
-        m->delivery_error = NULL;
-        m->pending++;
-        dead_letter(d, m, m->failed_route, reason, "");
-        m->pending--;
-        free(reason);
-        if (m->pending > 0)
-            return;
-    }
-    if (!d->fatal)
-        lane_advance(d, m->lane);
+    inmsg_settle(d, m);
 }
 
 /* ---------- rebalance ---------- */

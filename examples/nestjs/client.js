@@ -4,7 +4,7 @@
 // over Kafka: either the NestJS math-service or kroute's NestJS-compatible routes.
 //
 //   node client.js --brokers HOST:PORT --scenario NAME [--n N] [--timeout MS]
-//                  [--group kroute-example] [--mode raw|send] [--id X] [--verbose]
+//                  [--group kroute-example] [--mode raw|send] [--id X] [--delay MS] [--verbose]
 //
 // Prints one JSON object per line on stdout for each result, then exits 0 (also when a
 // call failed: the failure is in the output). Exit 1: could not connect; 2: usage.
@@ -36,7 +36,7 @@ const NAME = 'client';
 const USAGE = [
   'usage: node client.js --brokers HOST:PORT --scenario basic|concurrent|slow|seq|backlog',
   '                      [--n N] [--timeout MS] [--group kroute-example] [--mode raw|send]',
-  '                      [--id X] [--verbose]',
+  '                      [--id X] [--delay MS] [--verbose]',
 ].join('\n');
 
 // every pattern this client may send: ClientKafka must be assigned a partition of each
@@ -247,6 +247,7 @@ const scenarios = {
 nest.main(NAME, async () => {
   const args = nest.parseArgs(process.argv.slice(2), {
     brokers: '', scenario: '', n: 0, timeout: 0, group: 'kroute-example', mode: 'raw', id: '', verbose: false,
+    delay: 0,
   }, USAGE);
   const scenario = scenarios[args.scenario];
   if (!scenario || !Object.prototype.hasOwnProperty.call(scenarios, args.scenario)) {
@@ -257,6 +258,9 @@ nest.main(NAME, async () => {
   args.timeout = args.timeout || DEFAULT_TIMEOUT[args.scenario] || 15000;
 
   const { app, client } = await connect(args);
+  // --delay: stay connected (idle) before the scenario, e.g. until a second
+  // instance of the group has joined and the rebalance is over
+  if (args.delay > 0) await new Promise((resolve) => setTimeout(resolve, args.delay));
   await scenario(client, args);
   const force = setTimeout(() => process.exit(0), 10000);
   force.unref();

@@ -2,6 +2,8 @@
 -- method per pattern. msg.data is the value as NestJS parses it (a JSON
 -- array/object becomes a table, other text stays a string); the return
 -- value is the reply, serialized as NestJS does (6 -> "6", tables as JSON).
+local kroute = require "kroute"
+
 local M = {}
 
 local function numbers(msg)
@@ -31,6 +33,7 @@ end
 
 -- Takes three seconds: long enough to kill kroute between request and reply.
 function M.slow(msg)
+  kroute.log.info("slow request started")
   local t = os.clock()
   while os.clock() - t < 3 do end
   return { done = true, id = type(msg.data) == "table" and msg.data.id or nil }
