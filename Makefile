@@ -28,7 +28,7 @@ ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-s
 APT_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 librdkafka-dev libyaml-dev \
 	lua-busted kcat python3
 
-.PHONY: all deps run test test-unit test-integration test-asan valgrind install uninstall clean
+.PHONY: all deps run test test-unit test-integration test-asan valgrind bench install uninstall clean
 
 all: $(BUILD)/kroute $(BUILD)/lua/kroute/native.so
 
@@ -78,6 +78,10 @@ test-integration: all
 
 test-asan: all $(BUILD)/kroute-asan
 	@sh spec/run.sh asan
+
+# Benchmarks (figures, never pass/fail): request/reply against NestJS.
+bench: deps all
+	@lua5.4 spec/bench/request_bench.lua
 
 # kroute under valgrind for the main routing paths (not part of `make test`:
 # it is slow); a leak or memory error makes kroute exit 66 and the spec fail.

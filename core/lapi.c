@@ -124,6 +124,15 @@ static int l_now(lua_State *L)
     return 1;
 }
 
+/* kroute.clock() -> seconds (float) on a monotonic clock, for timing  [-0, +1, -] */
+static int l_clock(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+    return 1;
+}
+
 /* Log text = all arguments tostring'ed and joined with spaces. */
 static int log_at(lua_State *L, int level)
 {
@@ -160,7 +169,7 @@ int luaopen_kroute(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
         {"emit", l_emit}, {"request", l_request}, {"record", kr_record_new},
-        {"now", l_now},   {NULL, NULL}};
+        {"now", l_now},   {"clock", l_clock}, {NULL, NULL}};
     static const luaL_Reg log_funcs[] = {{"debug", l_log_debug},
                                          {"info", l_log_info},
                                          {"warn", l_log_warn},

@@ -223,6 +223,7 @@ const scenarios = {
         await client.producer.send({ topic: 'echo', messages });
       }
       produced = nowMs();
+      nest.log(NAME, `backlog produced: ${n} requests`);
     } else {
       throw new Error(`--mode must be raw or send, not ${args.mode}`);
     }
@@ -237,6 +238,9 @@ const scenarios = {
       replies_per_s: round(replies / seconds, 1),
       produce_s: round((produced - t0) / 1000, 3),
       first_reply_s: firstReply === null ? null : round((firstReply - t0) / 1000, 3),
+      // the responder's drain rate: first reply to last reply
+      drain_per_s: firstReply === null || lastReply === firstReply ? null
+        : round((replies - 1) / ((lastReply - firstReply) / 1000), 1),
       replies, errors, wrong,
     };
     if (outcome === 'timeout') line.error = 'timeout';

@@ -15,7 +15,7 @@ const nest = require('./nest');
 const { Controller, Module } = nest.common;
 const { MessagePattern, EventPattern, RpcException, Payload, Ctx } = nest.microservices;
 
-const USAGE = 'usage: node math-service.js --brokers HOST:PORT [--group nest-math] [--verbose]';
+const USAGE = 'usage: node math-service.js --brokers HOST:PORT [--group nest-math] [--from-beginning] [--verbose]';
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -70,7 +70,8 @@ nest.klass(MathModule, Module({ controllers: [MathController] }));
 
 nest.main('math-service', async () => {
   const args = nest.parseArgs(process.argv.slice(2),
-    { brokers: '', group: 'nest-math', verbose: false }, USAGE);
+    { brokers: '', group: 'nest-math', verbose: false, fromBeginning: false }, USAGE);
   await nest.runMicroservice('math-service', MathModule,
-    nest.serverOptions({ brokers: args.brokers, group: args.group, verbose: args.verbose }));
+    nest.serverOptions({ brokers: args.brokers, group: args.group, verbose: args.verbose,
+                         fromBeginning: args.fromBeginning }));
 });

@@ -144,7 +144,7 @@ function kafkaClientOptions(brokers, clientId, verbose) {
 }
 
 // Options for a Transport.KAFKA microservice (server side; Nest appends '-server').
-function serverOptions({ brokers, group, clientId, verbose, run }) {
+function serverOptions({ brokers, group, clientId, verbose, run, fromBeginning }) {
   return {
     transport: microservices.Transport.KAFKA,
     options: {
@@ -152,6 +152,8 @@ function serverOptions({ brokers, group, clientId, verbose, run }) {
       consumer: Object.assign({ groupId: group }, CONSUMER_TUNING),
       producer: { allowAutoTopicCreation: true },
       run: run || {},
+      // a new group starts at the end of its topics unless told otherwise
+      subscribe: { fromBeginning: !!fromBeginning },
     },
     logger: logger(verbose),
   };

@@ -1,0 +1,148 @@
+-- spec/bench/request_bench.lua - request/reply figures, run by `make bench`.
+-- In one run, on one broker:
+--   1. NestJS ClientKafka -> kroute responder vs -> NestJS responder:
+--      sequential round trips (p50/p99) and the drain rate of a backlog of
+--      requests written before the responder starts;
+--   2. kroute -> kroute with kroute.request: sequential p50/p99 (one
+--      partition, one request at a time) and throughput (16 partitions).
+-- Figures are printed as a table and as ratios between the two responders.
+package.path = "spec/?.lua;lua/?.lua;" .. package.path
+package.cpath = "build/lua/?.so;" .. package.cpath
+local env = require "support.env"
+local ts = env.ts
+local json = require("kroute.native").json
+
+local SEQ_N = tonumber(os.getenv("BENCH_SEQ_N") or "500")
+local BACKLOG_N = tonumber(os.getenv("BENCH_BACKLOG_N") or "10000")
+local CALLS_N = tonumber(os.getenv("BENCH_CALLS_N") or "10000")
+local NEST = "examples/nestjs/"
+
+local function progress(msg) io.stderr:write("bench: ", msg, "\n") end
+
+local function node(script, args, log)
+  local argv = {"node", NEST .. script}
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return ts.spawn(argv, {stdout = log .. ".out", stderr = log .. ".err"})
+end
+
+local function json_lines(path)
+  local out = {}
+  for line in env.read(path):gmatch("[^\n]+") do
+    if line:sub(1, 1) == "{" then out[#out + 1] = json.decode(line) end
+  end
+  return out
+end
+
+assert(os.execute("sh " .. NEST .. "install.sh"), "npm install failed")
+local broker = env.broker{"echo:8", "echo.reply:4", "sum:8", "sum.reply:4", "calls.seq:1",
+                          "calls.par:16", "results:4"}
+local dir = env.tmpdir()
+local results = {}
+
+-- A responder: kroute on spec/bench/echo.yaml, or NestJS's math-service.
+local function start_responder(kind, group)
+  if kind == "kroute" then
+    local r = env.kroute("spec/bench/echo.yaml", broker.addr)
+    assert(r:wait_assigned(30000), r:logtext())
+    return function() r:stop(); r:cleanup() end
+  end
+  local log = dir .. "/nest-" .. group
+  local pid = node("math-service.js", {"--brokers", broker.addr, "--group", group,
+                                       "--from-beginning"}, log)
+  assert(env.wait_for(function() return env.read(log .. ".out"):match("READY") end, 60000),
+         env.read(log .. ".err"))
+  return function() ts.kill(pid, "TERM"); ts.wait(pid, 20000) end
+end
+
+local function client(scenario, n, group, log)
+  return node("client.js", {"--brokers", broker.addr, "--scenario", scenario, "--n",
+                            tostring(n), "--group", group, "--timeout", "300000"}, log)
+end
+
+local function finish(pid, log)
+  assert(ts.wait(pid, 600000), "client did not finish")
+  local res = json_lines(log .. ".out")[1]
+  assert(res, env.read(log .. ".err"))
+  return res
+end
+
+local only = os.getenv("BENCH_ONLY")
+for _, kind in ipairs(only == "calls" and {} or {"kroute", "nestjs"}) do
+  -- (a) sequential round trips against a running responder
+  progress(kind .. ": sequential round trips (" .. SEQ_N .. ")")
+  local stop = start_responder(kind, "bench-" .. kind)
+  local log = dir .. "/seq-" .. kind
+  local seq = finish(client("seq", SEQ_N, "bench-c-seq-" .. kind, log), log)
+  stop()
+  -- (b) a backlog written while no responder runs, then drained
+  progress(kind .. ": backlog of " .. BACKLOG_N .. " requests")
+  log = dir .. "/backlog-" .. kind
+  local pid = client("backlog", BACKLOG_N, "bench-c-bl-" .. kind, log)
+  assert(env.wait_for(function()
+    return env.read(log .. ".err"):match("backlog produced")
+  end, 120000), env.read(log .. ".err"))
+  stop = start_responder(kind, "bench-" .. kind)
+  local backlog = finish(pid, log)
+  stop()
+  progress(kind .. ": " .. json.encode(seq) .. " " .. json.encode(backlog))
+  results[kind] = {seq = seq, backlog = backlog}
+end
+
+-- (c) kroute -> kroute through kroute.request
+progress("kroute -> kroute: " .. CALLS_N .. " requests")
+local r = env.kroute("spec/bench/calls.yaml", broker.addr)
+assert(r:wait_log("group=kroute%-client assigned", 30000), r:logtext())
+assert(r:wait_log("group=kroute assigned", 30000), r:logtext())
+local function feed(topic, n)
+  local batch = {}
+  for i = 1, n do batch[#batch + 1] = {key = tostring(i), value = tostring(i)} end
+  ts.produce(broker.addr, topic, batch)
+end
+feed("calls.seq", SEQ_N)
+local seq_out = env.consume(broker.addr, "results", SEQ_N, 300000)
+feed("calls.par", CALLS_N)
+local all = env.consume(broker.addr, "results", SEQ_N + CALLS_N, 300000)
+r:stop()
+r:cleanup()
+local lat, first, last, bad = {}, nil, nil, 0
+for _, rec in ipairs(seq_out) do lat[#lat + 1] = json.decode(rec.value).ms end
+table.sort(lat)
+local par = {}
+for _, rec in ipairs(all) do
+  local v = json.decode(rec.value)
+  par[#par + 1] = v
+end
+table.sort(par, function(a, b) return a.at < b.at end)
+for i = SEQ_N + 1, #par do
+  local v = par[i]
+  if not v.ok then bad = bad + 1 end
+  first = first or v.at
+  last = v.at
+end
+local function pct(t, p) return t[math.max(1, math.ceil(#t * p))] end
+
+if only == "calls" then
+  print(("kroute -> kroute: p50 %.2f ms, p99 %.2f ms; %d in %.2f s"):format(
+    pct(lat, 0.5), pct(lat, 0.99), CALLS_N, (last - first) / 1000))
+  os.exit(0)
+end
+local k, n = results.kroute, results.nestjs
+local function num(v) return type(v) == "number" and v or 0 / 0 end
+for _, x in ipairs{k, n} do x.backlog.drain_per_s = num(x.backlog.drain_per_s) end
+local lines = {
+  "request/reply benchmark (mock broker, one run; NestJS ClientKafka drives both responders)",
+  ("%-44s %12s %12s"):format("", "kroute", "NestJS"),
+  ("%-44s %12.2f %12.2f"):format("sequential round trip p50 (ms)", k.seq.p50_ms, n.seq.p50_ms),
+  ("%-44s %12.2f %12.2f"):format("sequential round trip p99 (ms)", k.seq.p99_ms, n.seq.p99_ms),
+  ("%-44s %12.0f %12.0f"):format("backlog drain, replies/s (" .. BACKLOG_N .. " requests)",
+                                 k.backlog.drain_per_s or 0, n.backlog.drain_per_s or 0),
+  ("kroute p50 over NestJS p50: %+.2f ms; backlog drain: kroute %.1fx NestJS")
+    :format(k.seq.p50_ms - n.seq.p50_ms, (k.backlog.drain_per_s or 0) / (n.backlog.drain_per_s or 1)),
+  ("kroute -> kroute (kroute.request): p50 %.2f ms, p99 %.2f ms sequential; %d requests "
+    .. "over 16 partitions in %.2f s = %.0f/s (%d failed)")
+    :format(pct(lat, 0.5), pct(lat, 0.99), CALLS_N, (last - first) / 1000,
+            CALLS_N / math.max((last - first) / 1000, 0.001), bad),
+}
+print(table.concat(lines, "\n"))
+broker.stop()
+os.execute("rm -rf '" .. dir .. "'")
