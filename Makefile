@@ -88,7 +88,7 @@ bench: deps all
 valgrind: all
 	@printf '#!/bin/sh\nexec valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=66 "$$(dirname "$$0")/kroute" "$$@"\n' > $(BUILD)/kroute-valgrind
 	@chmod +x $(BUILD)/kroute-valgrind
-	@KROUTE_BIN=$(BUILD)/kroute-valgrind sh spec/run.sh integration-file spec/integration/routing_spec.lua
+	@KROUTE_BIN=$(BUILD)/kroute-valgrind sh spec/run.sh integration-file spec/integration/routing_spec.lua spec/integration/request_spec.lua
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/kroute/lua/kroute \
