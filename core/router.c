@@ -153,7 +153,9 @@ static void event_loop(kr_dispatch_t *d, kr_producer_t *p, kr_consumer_t **consu
         size_t got = 0;
         for (size_t i = 0; i < group_cnt; i++) {
             ssize_t n;
-            while ((n = kr_consumer_poll(consumers[i], 0, rkms, BATCH)) > 0) {
+            /* a full queue is handled batch by batch so a stop request is
+             * seen within one batch, not after everything prefetched */
+            while (!stop_requested && (n = kr_consumer_poll(consumers[i], 0, rkms, BATCH)) > 0) {
                 for (ssize_t j = 0; j < n; j++)
                     kr_dispatch_message(groups[i], rkms[j]);
                 got += (size_t)n;

@@ -978,6 +978,76 @@ static int kr_ts_mock_create_topic(lua_State *L)
     return 1;
 }
 
+/* Fault injection, for the fault-tolerance specs. Broker ids are 1..n. */
+static int kr_ts_mock_broker_state(lua_State *L)
+{
+    kr_ts_mock_t *m = kr_ts_mock_check(L);
+    int32_t id = (int32_t)luaL_checkinteger(L, 2);
+    int up = lua_toboolean(L, 3);
+    rd_kafka_resp_err_t e = up ? rd_kafka_mock_broker_set_up(m->mc, id)
+                               : rd_kafka_mock_broker_set_down(m->mc, id);
+    if (e)
+        return kr_ts_fail(L, "broker %d: %s", (int)id, rd_kafka_err2str(e));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* :rtt(broker_id, ms) */
+static int kr_ts_mock_rtt(lua_State *L)
+{
+    kr_ts_mock_t *m = kr_ts_mock_check(L);
+    rd_kafka_resp_err_t e = rd_kafka_mock_broker_set_rtt(
+        m->mc, (int32_t)luaL_checkinteger(L, 2), (int)luaL_checkinteger(L, 3));
+    if (e)
+        return kr_ts_fail(L, "rtt: %s", rd_kafka_err2str(e));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* :request_errors(api_key, {error_code, ...}): the next requests of that
+ * API (0 Produce, 1 Fetch, 8 OffsetCommit, 12 Heartbeat...) fail in turn */
+static int kr_ts_mock_request_errors(lua_State *L)
+{
+    kr_ts_mock_t *m = kr_ts_mock_check(L);
+    int16_t api = (int16_t)luaL_checkinteger(L, 2);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    size_t n = lua_rawlen(L, 3);
+    rd_kafka_resp_err_t *errs = lua_newuserdatauv(L, (n ? n : 1) * sizeof(*errs), 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, 3, (lua_Integer)i + 1);
+        errs[i] = (rd_kafka_resp_err_t)luaL_checkinteger(L, -1);
+        lua_pop(L, 1);
+    }
+    rd_kafka_mock_push_request_errors_array(m->mc, api, n, errs);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* :set_leader(topic, partition, broker_id) */
+static int kr_ts_mock_set_leader(lua_State *L)
+{
+    kr_ts_mock_t *m = kr_ts_mock_check(L);
+    rd_kafka_resp_err_t e = rd_kafka_mock_partition_set_leader(
+        m->mc, luaL_checkstring(L, 2), (int32_t)luaL_checkinteger(L, 3),
+        (int32_t)luaL_checkinteger(L, 4));
+    if (e)
+        return kr_ts_fail(L, "set_leader: %s", rd_kafka_err2str(e));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* :coordinator(group, broker_id): moves the group's coordinator */
+static int kr_ts_mock_coordinator(lua_State *L)
+{
+    kr_ts_mock_t *m = kr_ts_mock_check(L);
+    rd_kafka_resp_err_t e = rd_kafka_mock_coordinator_set(
+        m->mc, "group", luaL_checkstring(L, 2), (int32_t)luaL_checkinteger(L, 3));
+    if (e)
+        return kr_ts_fail(L, "coordinator: %s", rd_kafka_err2str(e));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int kr_ts_mock_close(lua_State *L)
 {
     kr_ts_mock_release(luaL_checkudata(L, 1, KR_TS_MOCK_MT));
@@ -999,6 +1069,11 @@ static int kr_ts_mock_tostring(lua_State *L)
 static const luaL_Reg kr_ts_mock_methods[] = {
     {"bootstraps", kr_ts_mock_bootstraps},
     {"create_topic", kr_ts_mock_create_topic},
+    {"broker_state", kr_ts_mock_broker_state},
+    {"rtt", kr_ts_mock_rtt},
+    {"request_errors", kr_ts_mock_request_errors},
+    {"set_leader", kr_ts_mock_set_leader},
+    {"coordinator", kr_ts_mock_coordinator},
     {"close", kr_ts_mock_close},
     {NULL, NULL},
 };

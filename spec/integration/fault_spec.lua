@@ -1,0 +1,255 @@
+-- Nothing lost, nothing stuck, under faults: a kill -9 loop with a
+-- verifier, poison inputs, broker outages and injected errors, SIGTERM
+-- mid-stream, and a group member dying. The broker is a 3-broker mock
+-- cluster inside this test process, so faults can be injected into it.
+local env = require "support.env"
+local ts = env.ts
+local json = require("kroute.native").json
+
+local PARTS = 12
+
+local function route_file(dir, extra)
+  env.write(dir .. "/r.yaml", ([[
+kafka:
+  brokers: ${TEST_BROKERS}
+  consumer: { fetch.wait.max.ms: 10, session.timeout.ms: 4000, heartbeat.interval.ms: 300 }
+routes:
+  - name: copy
+    match: IN_TOPIC
+    handler: copy.lua
+    to: OUT_TOPIC
+    retry: { attempts: 1 }
+%s]]):format(extra or ""))
+  env.write(dir .. "/copy.lua", [[
+local BUSY = 0 -- seconds of work per event, set per test
+return function(msg)
+  if BUSY > 0 then
+    local t = os.clock()
+    while os.clock() - t < BUSY do end
+  end
+  local ev, err = msg:json()
+  if not ev then error("bad event: " .. err) end
+  if ev.poison then error("poison event " .. ev.s) end
+  return { k = msg.key, s = ev.s }
+end
+]])
+end
+
+-- A route folder reading `input` into `output`; `busy` seconds of work
+-- per event stretch a stream so faults land in the middle of it.
+local function routes(dir, input, output, busy)
+  local text = env.read(dir .. "/r.yaml"):gsub("IN_TOPIC", input):gsub("OUT_TOPIC", output)
+  local sub = dir .. "/" .. input
+  env.write(sub .. "/r.yaml", text)
+  env.write(sub .. "/copy.lua",
+            (env.read(dir .. "/copy.lua"):gsub("BUSY = 0", "BUSY = " .. (busy or 0))))
+  return sub
+end
+
+local function produced(addr, topic)
+  local n = 0
+  for _, v in pairs(ts.high_watermarks(addr, topic) or {}) do n = n + v end
+  return n
+end
+
+-- Produces events seq from..to keyed by `keys` keys; value {"s":seq}.
+local function produce(addr, topic, from, to, keys, poison_every)
+  local batch = {}
+  for s = from, to do
+    local poison = poison_every and s % poison_every == 0
+    local value
+    if poison and s % 2 == 0 then value = "not json " .. s
+    else value = json.encode{s = s, poison = poison or nil} end
+    batch[#batch + 1] = {key = "k" .. (s % keys), value = value}
+  end
+  ts.produce(addr, topic, batch)
+end
+
+-- Output check: every seq of 1..n present; per key, first occurrences in
+-- output order are increasing. Returns distinct, total, order_violations.
+local function verify(addr, topic, n, timeout_ms)
+  local recs
+  local seen, distinct = {}, 0
+  env.wait_for(function()
+    recs = env.consume(addr, topic, 0, 5000)
+    seen, distinct = {}, 0
+    for _, r in ipairs(recs) do
+      local v = json.decode(r.value)
+      if not seen[v.s] then seen[v.s] = true; distinct = distinct + 1 end
+    end
+    return distinct >= n
+  end, timeout_ms or 60000)
+  local last, first_seen, violations = {}, {}, 0
+  for _, r in ipairs(recs) do -- (partition, offset) order: one key, one partition
+    local v = json.decode(r.value)
+    if not first_seen[v.s] then
+      first_seen[v.s] = true
+      if last[v.k] and v.s < last[v.k] then violations = violations + 1 end
+      last[v.k] = v.s
+    end
+  end
+  local missing = {}
+  for s = 1, n do if not seen[s] then missing[#missing + 1] = s end end
+  return distinct, #recs, violations, missing
+end
+
+describe("fault tolerance", function()
+  local mc, addr, dir
+
+  setup(function()
+    mc = ts.mock_cluster(3)
+    addr = mc:bootstraps()
+    for _, t in ipairs{"kill.in", "kill.out", "poison.in", "poison.out", "faults.in",
+                       "faults.out", "term.in", "term.out", "pair.in", "pair.out"} do
+      assert(mc:create_topic(t, PARTS))
+    end
+    dir = env.tmpdir()
+    route_file(dir)
+  end)
+
+  teardown(function()
+    mc:close()
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+
+  it("loses nothing through 10 SIGKILLs at random points while 50k keyed events stream", function()
+    local N, CHUNK = 50000, 5000
+    local d = routes(dir, "kill.in", "kill.out", 0.0001)
+    math.randomseed(ts.now())
+    local at_kill = {}
+    for chunk = 1, 10 do
+      produce(addr, "kill.in", (chunk - 1) * CHUNK + 1, chunk * CHUNK, 500)
+      local r = env.kroute(d, addr)
+      assert.is_truthy(r:wait_assigned(30000), r:logtext())
+      ts.sleep(math.random(300, 1500)) -- then kill it wherever it is
+      r:kill()
+      r:cleanup()
+      at_kill[#at_kill + 1] = produced(addr, "kill.out")
+    end
+    local r = env.kroute(d, addr)
+    local distinct, total, violations, missing = verify(addr, "kill.out", N, 180000)
+    assert.equal(0, r:stop())
+    r:cleanup()
+    print(("# kill loop: %d events, 10 SIGKILLs (outputs so far at each: %s), %d outputs, "
+           .. "%d lost, %d duplicates, %d per-key order violations"):format(
+      N, table.concat(at_kill, ","), total, #missing, total - distinct, violations))
+    assert.same({}, {table.unpack(missing, 1, math.min(20, #missing))})
+    assert.equal(N, distinct)
+    assert.equal(0, violations)
+    -- kills landed while there was work in flight: between outputs
+    local mid_stream = 0
+    for i, n in ipairs(at_kill) do
+      if n > (at_kill[i - 1] or 0) and n < N then mid_stream = mid_stream + 1 end
+    end
+    assert.is_true(mid_stream >= 3, "too few kills landed mid-stream")
+  end)
+
+  it("delivers every good event and dead-letters every poison one among 10k", function()
+    local N = 10000
+    local d = routes(dir, "poison.in", "poison.out")
+    local r = env.kroute(d, addr)
+    produce(addr, "poison.in", 1, N, 97, 5) -- every 5th is poison: bad JSON or a raise
+    local good = {}
+    for s = 1, N do if s % 5 ~= 0 then good[#good + 1] = s end end
+    local out = env.wait_for(function()
+      local o = env.consume(addr, "poison.out", 0, 3000)
+      return #o >= #good and o
+    end, 60000)
+    assert.is_truthy(out)
+    local dlq = env.consume(addr, "poison.in.dlq", N // 5, 60000)
+    assert.is_nil(ts.wait(r.pid, 0)) -- still running
+    local seen = {}
+    for _, rec in ipairs(out) do seen[json.decode(rec.value).s] = true end
+    for _, s in ipairs(good) do assert.is_true(seen[s], "good event " .. s .. " missing") end
+    assert.equal(N // 5, #dlq)
+    local reasons = {}
+    for _, rec in ipairs(dlq) do
+      assert.equal("poison.in", (env.header(rec, "kafka_dlt-original-topic")))
+      local msg = env.header(rec, "kafka_dlt-exception-message")
+      reasons[msg:match("bad JSON") and "json" or msg:match("poison event") and "raise"] = true
+    end
+    assert.same({json = true, raise = true}, reasons)
+    assert.equal(0, r:stop())
+    r:cleanup()
+    print(("# poison: %d events, %d delivered, %d dead-lettered"):format(N, #out, #dlq))
+  end)
+
+  it("loses nothing while brokers go down, leaders and the coordinator move and requests fail", function()
+    local N = 20000
+    local d = routes(dir, "faults.in", "faults.out", 0.0005) -- ~10 s of work
+    local r = env.kroute(d, addr)
+    assert.is_truthy(r:wait_assigned(30000), r:logtext())
+    produce(addr, "faults.in", 1, N, 211)
+    finally(function() mc:broker_state(3, true); mc:rtt(1, 0) end)
+    local faults = {
+      function() mc:request_errors(0, {7, 7, 19, 19, 6}) end,  -- Produce: timeouts, not enough replicas
+      function() mc:request_errors(1, {7, 7, 6}) end,          -- Fetch
+      function() mc:request_errors(8, {7, 15, 16}) end,        -- OffsetCommit
+      function() mc:set_leader("faults.out", 0, 2); mc:set_leader("faults.in", 1, 3) end,
+      function() mc:coordinator("kroute", 2) end,
+      function() mc:rtt(1, 300) end,
+      function() mc:rtt(1, 0) end,
+    }
+    for _, inject in ipairs(faults) do
+      inject()
+      ts.sleep(700)
+    end
+    local before_down = produced(addr, "faults.out")
+    mc:broker_state(3, false)
+    ts.sleep(10000) -- broker 3 is down for 10 s
+    mc:broker_state(3, true)
+    local distinct, total, violations, missing = verify(addr, "faults.out", N, 120000)
+    assert.equal(0, r:stop())
+    r:cleanup()
+    print(("# broker faults: %d events, %d faults injected + broker down 10 s (at %d outputs), "
+           .. "%d lost, %d duplicates"):format(N, #faults, before_down, #missing, total - distinct))
+    assert.is_true(before_down < N, "the stream was over before the broker went down")
+    assert.same({}, {table.unpack(missing, 1, math.min(20, #missing))})
+    assert.equal(0, violations)
+  end)
+
+  it("SIGTERM mid-stream then restart: nothing lost, nothing repeated", function()
+    local N = 10000
+    local d = routes(dir, "term.in", "term.out", 0.0002) -- so SIGTERM lands mid-stream
+    produce(addr, "term.in", 1, N, 300)
+    local r = env.kroute(d, addr)
+    assert.is_truthy(env.wait_for(function() return produced(addr, "term.out") >= 1000 end,
+                                  40000))
+    assert.equal(0, r:stop())
+    r:cleanup()
+    local mid = produced(addr, "term.out")
+    assert.is_true(mid < N, "SIGTERM came after the stream was done")
+    r = env.kroute(d, addr)
+    local distinct, total, violations, missing = verify(addr, "term.out", N, 60000)
+    assert.equal(0, r:stop())
+    r:cleanup()
+    print(("# SIGTERM at %d of %d: %d outputs, %d lost, %d duplicates"):format(
+      mid, N, total, #missing, total - distinct))
+    assert.same({}, missing)
+    assert.equal(N, total) -- no duplicate: what was handled was committed
+    assert.equal(0, violations)
+  end)
+
+  it("a group member SIGKILLed: the other takes its partitions over, nothing lost", function()
+    local N = 20000
+    local d = routes(dir, "pair.in", "pair.out")
+    local a = env.kroute(d, addr)
+    assert.is_truthy(a:wait_assigned(30000))
+    local b = env.kroute(d, addr)
+    assert.is_truthy(b:wait_assigned(30000))
+    produce(addr, "pair.in", 1, N // 2, 401)
+    ts.sleep(300)
+    a:kill()
+    a:cleanup()
+    produce(addr, "pair.in", N // 2 + 1, N, 401)
+    local distinct, total, violations, missing = verify(addr, "pair.out", N, 90000)
+    assert.equal(0, b:stop())
+    -- b ended up with every partition
+    assert.matches("assigned " .. PARTS .. " partition", b:logtext())
+    b:cleanup()
+    print(("# member killed: %d events, %d lost, %d duplicates"):format(N, #missing,
+                                                                       total - distinct))
+    assert.same({}, missing)
+    assert.equal(0, violations)
+  end)
+end)
