@@ -13,6 +13,7 @@
 
 #include "broker.h"
 #include "log.h"
+#include "replay.h"
 #include "router.h"
 
 #ifndef KR_VERSION
@@ -32,6 +33,9 @@ static void usage(FILE *out)
             "  kroute check [options] [PATH...]   validate routes and handlers, exit 2 on errors\n"
             "  kroute broker [--port N] [TOPIC:PARTITIONS...]\n"
             "                                     run a standalone embedded broker\n"
+            "  kroute replay --brokers LIST [--to TOPIC] [--partition P] [--from-offset N]\n"
+            "                [--until-offset N] [--dry-run] TOPIC\n"
+            "                                     re-produce a DLQ (or a range of any topic)\n"
             "  kroute version | help\n"
             "\n"
             "run options:\n"
@@ -130,6 +134,69 @@ static int parse_run_opts(int argc, char **argv, kr_router_opts_t *o)
     return 0;
 }
 
+static int parse_offset(const char *opt, const char *arg, int64_t *out)
+{
+    char *end;
+    long long v = strtoll(arg, &end, 10);
+    if (*end || v < 0) {
+        fprintf(stderr, "kroute replay: %s takes an offset (0 or more)\n", opt);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int cmd_replay(int argc, char **argv)
+{
+    enum { OPT_BROKERS = 1, OPT_TO, OPT_PARTITION, OPT_FROM, OPT_UNTIL, OPT_DRY, OPT_LOG };
+    static const struct option longopts[] = {{"brokers", required_argument, NULL, OPT_BROKERS},
+                                             {"to", required_argument, NULL, OPT_TO},
+                                             {"partition", required_argument, NULL, OPT_PARTITION},
+                                             {"from-offset", required_argument, NULL, OPT_FROM},
+                                             {"until-offset", required_argument, NULL, OPT_UNTIL},
+                                             {"dry-run", no_argument, NULL, OPT_DRY},
+                                             {"log-level", required_argument, NULL, OPT_LOG},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    kr_replay_opts_t o = {.partition = -1, .from_offset = -1, .until_offset = -1};
+    int64_t part;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_BROKERS: o.brokers = optarg; break;
+        case OPT_TO: o.to = optarg; break;
+        case OPT_PARTITION:
+            if (parse_offset("--partition", optarg, &part) < 0)
+                return 2;
+            o.partition = (int32_t)part;
+            break;
+        case OPT_FROM:
+            if (parse_offset("--from-offset", optarg, &o.from_offset) < 0)
+                return 2;
+            break;
+        case OPT_UNTIL:
+            if (parse_offset("--until-offset", optarg, &o.until_offset) < 0)
+                return 2;
+            break;
+        case OPT_DRY: o.dry_run = 1; break;
+        case OPT_LOG:
+            if (kr_log_parse_level(optarg) < 0)
+                return 2;
+            kr_log_set_level(kr_log_parse_level(optarg));
+            break;
+        case 'h': usage(stdout); return 0;
+        default: return 2;
+        }
+    }
+    if (optind != argc - 1 || !o.brokers) {
+        fprintf(stderr, "kroute replay: needs --brokers and exactly one TOPIC to read\n");
+        return 2;
+    }
+    o.topic = argv[optind];
+    return kr_replay_run(&o);
+}
+
 static volatile sig_atomic_t broker_stop;
 
 static void on_broker_signal(int sig)
@@ -225,6 +292,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "broker"))
         return cmd_broker(argc - 1, argv + 1);
+    if (!strcmp(cmd, "replay"))
+        return cmd_replay(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("kroute %s\n", KR_VERSION);
         return 0;
