@@ -549,6 +549,18 @@ describe("handlers", function()
       vm:close()
     end)
 
+    it("stops infinite recursion, through Lua or C frames, and keeps the VM usable", function()
+      local vm = vm_for("recursion.lua", {memory = 8 * MiB})
+      for _, how in ipairs{"lua", "c"} do
+        local res = failed_run(vm, how)
+        -- whichever limit comes first: Lua's stack or the route's memory cap
+        assert.is_truthy(res.error:match("stack overflow") or res.error:match("out of memory"),
+                         how .. ": " .. res.error)
+        assert.same({"fine"}, values(ok_run(vm, "ok")), "after " .. how)
+      end
+      vm:close()
+    end)
+
     it("reports the VM's memory use", function()
       local vm = vm_for("fields.lua")
       local m = vm:memory()
