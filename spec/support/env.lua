@@ -5,6 +5,28 @@ local ts = require("kroute.native").testsupport
 
 local env = {}
 env.ts = ts
+
+-- Every child a spec starts is remembered until it is waited for; when the
+-- busted process exits (even after a failed assertion skipped a spec's
+-- cleanup) the rest are killed, so nothing is left running behind a run.
+local children = {}
+local function track(pid)
+  if pid then children[pid] = true end
+  return pid
+end
+env.reaper = setmetatable({}, {__gc = function()
+  for pid in pairs(children) do ts.kill(pid, "KILL"); ts.wait(pid, 1000) end
+end})
+local spawn, wait = ts.spawn, ts.wait
+ts = setmetatable({
+  spawn = function(...) return track(spawn(...)) end,
+  wait = function(pid, ...)
+    local how, code = wait(pid, ...)
+    if how then children[pid] = nil end
+    return how, code
+  end,
+}, {__index = ts})
+env.ts = ts
 env.bin = os.getenv("KROUTE_BIN") or "build/kroute"
 env.sanitized = env.bin:match("asan") ~= nil
 
