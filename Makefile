@@ -29,7 +29,7 @@ ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-s
 APT_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 librdkafka-dev libyaml-dev \
 	lua-busted kcat python3
 
-.PHONY: all deps run test test-unit test-integration test-asan valgrind bench install uninstall clean
+.PHONY: all deps run test test-unit test-integration test-asan valgrind bench fuzz install uninstall clean
 
 all: $(BUILD)/kroute $(BUILD)/lua/kroute/native.so
 
@@ -61,6 +61,22 @@ $(BUILD)/kroute: $(CORE_OBJS) $(BUILD)/obj/main.o
 $(BUILD)/kroute-asan: $(ASAN_OBJS)
 	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LIBS)
 
+# The fuzz target replaying spec/fuzz/corpus under ASan+UBSan (in make test).
+FUZZ_SRCS := log.c errors.c pattern.c config.c json.c
+$(BUILD)/fuzz-regress: core/fuzz.c $(FUZZ_SRCS:%=core/%) core/*.h | $(BUILD)/asan
+	$(CC) $(CPPFLAGS_ALL) -DKR_FUZZ_REGRESS $(ASAN_FLAGS) $(WARN) -o $@ core/fuzz.c \
+		$(FUZZ_SRCS:%=core/%) $(LIBS)
+
+# libFuzzer on the route-file loader, topic patterns and JSON (clang; not in
+# CI). New crashers land in build/fuzz-corpus; copy them to spec/fuzz/corpus.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@command -v clang >/dev/null || { echo "make fuzz needs clang (apt-get install clang)"; exit 2; }
+	mkdir -p $(BUILD)/fuzz-corpus
+	clang $(CPPFLAGS_ALL) -g -O1 -fsanitize=fuzzer,address,undefined -o $(BUILD)/fuzz \
+		core/fuzz.c $(FUZZ_SRCS:%=core/%) $(LIBS)
+	$(BUILD)/fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 $(BUILD)/fuzz-corpus spec/fuzz/corpus
+
 # The real C bindings as a loadable module, for busted specs.
 $(BUILD)/lua/kroute/native.so: $(PIC_OBJS) | $(BUILD)/lua/kroute
 	$(CC) -shared -o $@ $^ -lrdkafka -lyaml -lpthread -lm
@@ -68,10 +84,10 @@ $(BUILD)/lua/kroute/native.so: $(PIC_OBJS) | $(BUILD)/lua/kroute
 run: deps all
 	@sh examples/demo.sh
 
-test: deps all $(BUILD)/kroute-asan
+test: deps all $(BUILD)/kroute-asan $(BUILD)/fuzz-regress
 	@sh spec/run.sh
 
-test-unit: all
+test-unit: all $(BUILD)/fuzz-regress
 	@sh spec/run.sh unit
 
 test-integration: all

@@ -5,6 +5,7 @@
 #   unit         spec/unit + every examples/*/ spec (the C core as a Lua module)
 #   integration  spec/integration: the kroute binary against embedded brokers
 #   asan         spec/integration again with the AddressSanitizer+UBSan build
+#   (unit also replays the fuzz corpus, spec/fuzz/corpus, under ASan+UBSan)
 cd "$(dirname "$0")/.." || exit 2
 export LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;"
 export LUA_CPATH="build/lua/?.so;;"
@@ -35,6 +36,12 @@ run_suite() {
 case $suite in
 all | unit)
     run_suite unit $busted -o TAP spec/unit examples ;;
+esac
+case $suite in
+all | unit)
+    run_suite fuzz-corpus env ASAN_OPTIONS=detect_leaks=1:exitcode=66 \
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=66 \
+        build/fuzz-regress spec/fuzz/corpus ;;
 esac
 case $suite in
 all | integration)

@@ -1,0 +1,119 @@
+/* fuzz.c - a fuzz target for kroute's parsers of untrusted text: route
+ * files (YAML loader + ${VAR} expansion + validation), topic patterns and
+ * JSON. The first byte picks the parser ('P' pattern, 'J' JSON, anything
+ * else a route file). Built two ways:
+ *   - with clang -fsanitize=fuzzer (`make fuzz`): libFuzzer drives it;
+ *   - with KR_FUZZ_REGRESS (`make test`): main() replays a corpus folder
+ *     under ASan+UBSan, so inputs that once crashed stay fixed. */
+#include <dirent.h>
+#include <lauxlib.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "json.h"
+#include "pattern.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void fuzz_pattern(const char *text)
+{
+    /* "pattern\ntopic" */
+    char *nl = strchr(text, '\n');
+    const char *topic = nl ? nl + 1 : "payment.completed";
+    if (nl)
+        *nl = '\0';
+    kr_pattern_t p;
+    char err[256];
+    if (kr_pattern_compile(&p, text, err, sizeof(err)) == 0) {
+        kr_pattern_match(&p, topic);
+        kr_pattern_free(&p);
+    }
+}
+
+static void fuzz_json(const char *text, size_t len)
+{
+    lua_State *L = luaL_newstate();
+    luaopen_kroute_json(L); /* registers the array marker */
+    lua_pop(L, 1);
+    char err[256];
+    if (kr_json_decode(L, text, len, err, sizeof(err)) == 0) {
+        kr_buf_t b = {0};
+        kr_json_encode(L, -1, &b, err, sizeof(err));
+        kr_buf_free(&b);
+    }
+    lua_close(L);
+}
+
+static void fuzz_config(const uint8_t *data, size_t size)
+{
+    char path[] = "/tmp/kroute-fuzz-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return;
+    if (write(fd, data, size) == (ssize_t)size) {
+        const char *paths[] = {path};
+        kr_errors_t errs = {0};
+        kr_config_t *cfg = kr_config_load(paths, 1, &errs);
+        kr_config_free(cfg);
+        kr_errors_free(&errs);
+    }
+    close(fd);
+    unlink(path);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size > 0 && (data[0] == 'P' || data[0] == 'J')) {
+        char *text = malloc(size); /* NUL-terminated copy without the mode byte */
+        memcpy(text, data + 1, size - 1);
+        text[size - 1] = '\0';
+        if (data[0] == 'P')
+            fuzz_pattern(text);
+        else
+            fuzz_json(text, size - 1);
+        free(text);
+    } else {
+        fuzz_config(data, size);
+    }
+    return 0;
+}
+
+#ifdef KR_FUZZ_REGRESS
+/* Replays every file of the given folders; prints one TAP line per folder. */
+int main(int argc, char **argv)
+{
+    int n = 0;
+    for (int i = 1; i < argc; i++) {
+        DIR *d = opendir(argv[i]);
+        if (!d) {
+            printf("not ok %d - corpus %s: cannot open\n", i, argv[i]);
+            continue;
+        }
+        struct dirent *de;
+        int files = 0;
+        while ((de = readdir(d))) {
+            if (de->d_name[0] == '.')
+                continue;
+            char path[4096];
+            snprintf(path, sizeof(path), "%s/%s", argv[i], de->d_name);
+            FILE *fp = fopen(path, "rb");
+            if (!fp)
+                continue;
+            uint8_t buf[1 << 16];
+            size_t len = fread(buf, 1, sizeof(buf), fp);
+            fclose(fp);
+            LLVMFuzzerTestOneInput(buf, len);
+            files++;
+        }
+        closedir(d);
+        printf("ok %d - fuzz corpus %s replayed (%d inputs) without a sanitizer report\n", ++n,
+               argv[i], files);
+    }
+    printf("1..%d\n", n);
+    return 0;
+}
+#endif
