@@ -295,6 +295,32 @@ static void add_utf8(kr_buf_t *b, unsigned cp)
     }
 }
 
+/* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
+ * forms, no surrogates, at most U+10FFFF), or 0 when it is not one. */
+static size_t utf8_len(const char *p, const char *end)
+{
+    const unsigned char *s = (const unsigned char *)p;
+    size_t avail = (size_t)(end - p);
+    if (s[0] >= 0xC2 && s[0] <= 0xDF)
+        return avail >= 2 && (s[1] & 0xC0) == 0x80 ? 2 : 0;
+    if (s[0] >= 0xE0 && s[0] <= 0xEF) {
+        if (avail < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80)
+            return 0;
+        if ((s[0] == 0xE0 && s[1] < 0xA0) || (s[0] == 0xED && s[1] > 0x9F))
+            return 0; /* overlong, or a surrogate */
+        return 3;
+    }
+    if (s[0] >= 0xF0 && s[0] <= 0xF4) {
+        if (avail < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 ||
+            (s[3] & 0xC0) != 0x80)
+            return 0;
+        if ((s[0] == 0xF0 && s[1] < 0x90) || (s[0] == 0xF4 && s[1] > 0x8F))
+            return 0; /* overlong, or past U+10FFFF */
+        return 4;
+    }
+    return 0;
+}
+
 static int decode_string(dec_t *d)
 {
     d->p++; /* opening quote */
@@ -309,10 +335,18 @@ static int decode_string(dec_t *d)
         }
         if (c < 0x20)
             return dec_fail(d, "control character in string");
+        if (c >= 0x80) {
+            size_t n = utf8_len(d->p, d->end);
+            if (!n)
+                return dec_fail(d, "invalid UTF-8");
+            kr_buf_add(&d->tmp, d->p, n);
+            d->p += n;
+            continue;
+        }
         if (c != '\\') {
             const char *start = d->p;
             while (d->p < d->end && *d->p != '"' && *d->p != '\\' &&
-                   (unsigned char)*d->p >= 0x20)
+                   (unsigned char)*d->p >= 0x20 && (unsigned char)*d->p < 0x80)
                 d->p++;
             kr_buf_add(&d->tmp, start, (size_t)(d->p - start));
             continue;

@@ -62,7 +62,8 @@ local function produce(addr, topic, from, to, keys, poison_every)
   for s = from, to do
     local poison = poison_every and s % poison_every == 0
     local value
-    if poison and s % 2 == 0 then value = "not json " .. s
+    if poison and s % 4 == 0 then value = '{"s":' .. s .. ',"name":"\255\254"}' -- bad UTF-8
+    elseif poison and s % 2 == 0 then value = "not json " .. s
     else value = json.encode{s = s, poison = poison or nil} end
     batch[#batch + 1] = {key = "k" .. (s % keys), value = value}
   end
@@ -170,9 +171,10 @@ describe("fault tolerance", function()
     for _, rec in ipairs(dlq) do
       assert.equal("poison.in", (env.header(rec, "kafka_dlt-original-topic")))
       local msg = env.header(rec, "kafka_dlt-exception-message")
-      reasons[msg:match("bad JSON") and "json" or msg:match("poison event") and "raise"] = true
+      reasons[msg:match("invalid UTF%-8") and "utf8" or msg:match("bad JSON") and "json"
+              or msg:match("poison event") and "raise"] = true
     end
-    assert.same({json = true, raise = true}, reasons)
+    assert.same({json = true, raise = true, utf8 = true}, reasons)
     assert.equal(0, r:stop())
     r:cleanup()
     print(("# poison: %d events, %d delivered, %d dead-lettered"):format(N, #out, #dlq))

@@ -302,4 +302,14 @@ describe("json.array", function()
   it("rejects non-tables", function()
     assert.is_false(pcall(json.array, "x"))
   end)
+
+  it("rejects strings that are not well-formed UTF-8, with the byte position", function()
+    assert.equal("café 😀", json.decode('"caf\xc3\xa9 \xf0\x9f\x98\x80"'))
+    for _, bad in ipairs{'"\xff"', '"\xc3"', '"\xc0\xaf"', '"\xed\xa0\x80"',
+                         '"\xf4\x90\x80\x80"', '"\xe2\x82"'} do
+      local v, err = json.decode(bad)
+      assert.is_nil(v)
+      assert.equal("bad JSON: invalid UTF-8 at byte 2", err)
+    end
+  end)
 end)
