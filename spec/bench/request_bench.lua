@@ -15,25 +15,14 @@ local json = require("kroute.native").json
 local SEQ_N = tonumber(os.getenv("BENCH_SEQ_N") or "500")
 local BACKLOG_N = tonumber(os.getenv("BENCH_BACKLOG_N") or "10000")
 local CALLS_N = tonumber(os.getenv("BENCH_CALLS_N") or "10000")
-local NEST = "examples/nestjs/"
+local nest = require "support.nest"
 
 local function progress(msg) io.stderr:write("bench: ", msg, "\n") end
 
-local function node(script, args, log)
-  local argv = {"node", NEST .. script}
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return ts.spawn(argv, {stdout = log .. ".out", stderr = log .. ".err"})
-end
+local node, json_lines = nest.node, nest.json_lines
 
-local function json_lines(path)
-  local out = {}
-  for line in env.read(path):gmatch("[^\n]+") do
-    if line:sub(1, 1) == "{" then out[#out + 1] = json.decode(line) end
-  end
-  return out
-end
+nest.install()
 
-assert(os.execute("sh " .. NEST .. "install.sh"), "npm install failed")
 local broker = env.broker{"echo:8", "echo.reply:4", "sum:8", "sum.reply:4", "calls.seq:1",
                           "calls.par:16", "results:4"}
 local dir = env.tmpdir()

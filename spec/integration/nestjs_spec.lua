@@ -6,22 +6,10 @@ local env = require "support.env"
 local ts = env.ts
 local json = require("kroute.native").json
 
-local NEST = "examples/nestjs"
-local ROUTES = NEST .. "/routes.yaml"
+local nest = require "support.nest"
+local ROUTES = nest.dir .. "routes.yaml"
 
-local function node(script, args, log)
-  local argv = {"node", NEST .. "/" .. script}
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return ts.spawn(argv, {stdout = log .. ".out", stderr = log .. ".err"})
-end
-
-local function lines(path)
-  local out = {}
-  for line in env.read(path):gmatch("[^\n]+") do
-    if line:sub(1, 1) == "{" then out[#out + 1] = json.decode(line) end
-  end
-  return out
-end
+local node, lines = nest.node, nest.json_lines
 
 -- Runs client.js to completion; returns its JSON result lines by call/scenario.
 local function client(dir, addr, scenario, extra, timeout_ms)
@@ -45,7 +33,7 @@ describe("NestJS interop", function()
   local broker, router, dir, users, users_log
 
   setup(function()
-    assert(os.execute("sh " .. NEST .. "/install.sh"), "npm install of the NestJS packages failed")
+    nest.install()
     local topics = {}
     for _, p in ipairs{"sum", "max", "echo", "fail", "slow", "mul", "user.get"} do
       topics[#topics + 1] = p .. ":4"
