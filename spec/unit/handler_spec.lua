@@ -117,9 +117,11 @@ describe("handlers", function()
     it("keeps binary bytes in key and value", function()
       local vm = vm_for("fields.lua")
       local res = ok_run(vm, "a\0b\255", {key = "\0\1"})
-      local f = json.decode(res.records[1].value)
-      assert.equal("a\0b\255", f.value)
-      assert.equal("\0\1", f.key)
+      -- the encoder passes bytes through (0xFF is not UTF-8, so the strict
+      -- decoder would refuse this text): look at the JSON text itself
+      local text = res.records[1].value
+      assert.is_truthy(text:find('"value":"a\\u0000b\255"', 1, true), text)
+      assert.is_truthy(text:find('"key":"\\u0000\\u0001"', 1, true), text)
       assert.equal("\0\1", res.records[1].key) -- inherited byte for byte
       vm:close()
     end)
