@@ -300,6 +300,8 @@ static void lane_advance(kr_dispatch_t *d, kr_lane_t *lane)
     if (lane->paused && lane->queued <= LANE_RESUME_AT && lane->group->c) {
         kr_consumer_pause(lane->group->c, lane->topic, lane->partition, 0);
         lane->paused = 0;
+        kr_info("dispatch", "group=%s topic=%s partition=%d resumed (%zu queued)",
+                lane->group->name, lane->topic, (int)lane->partition, lane->queued);
     }
 }
 
@@ -692,8 +694,12 @@ void kr_dispatch_message(kr_group_t *g, rd_kafka_message_t *rkm)
     lane->queued++;
     d->inflight++;
     if (!lane->paused && lane->queued >= LANE_PAUSE_AT && g->c) {
+        /* fetching stops for this partition only; polling goes on, so the
+         * group never sees kroute as stuck (max.poll.interval.ms) */
         kr_consumer_pause(g->c, lane->topic, lane->partition, 1);
         lane->paused = 1;
+        kr_info("dispatch", "group=%s topic=%s partition=%d paused: %zu messages queued",
+                g->name, lane->topic, (int)lane->partition, lane->queued);
     }
     lane_pump(d, lane);
 }

@@ -258,4 +258,39 @@ describe("fault tolerance", function()
     assert.same({}, missing)
     assert.equal(0, violations)
   end)
+
+  it("pauses a partition that falls behind, keeps polling, and resumes it", function()
+    -- a poison first message waits 6 s for its retry: everything behind it
+    -- in the partition queues up, past the pause mark (5000)
+    local d = dir .. "/backpressure"
+    env.write(d .. "/r.yaml", [[
+kafka:
+  brokers: ${TEST_BROKERS}
+  consumer: { fetch.wait.max.ms: 10, max.poll.interval.ms: 4000, session.timeout.ms: 4000,
+              heartbeat.interval.ms: 300 }
+routes:
+  - name: copy
+    match: bp.in
+    handler: copy.lua
+    to: bp.out
+    retry: { attempts: 2, backoff: 6s, max_backoff: 6s }
+]])
+    env.write(d .. "/copy.lua", env.read(dir .. "/copy.lua"))
+    assert(mc:create_topic("bp.in", 1))
+    local r = env.kroute(d, addr)
+    assert.is_truthy(r:wait_assigned(30000), r:logtext())
+    local batch = {{key = "p", value = json.encode{s = 0, poison = true}}}
+    for s = 1, 8000 do batch[#batch + 1] = {key = "k" .. s % 7, value = json.encode{s = s}} end
+    ts.produce(addr, "bp.in", batch)
+    assert.is_truthy(r:wait_log("topic=bp%.in partition=0 paused: %d+ messages queued", 20000),
+                     r:logtext():sub(-4000))
+    local out = env.consume(addr, "bp.out", 8000, 60000)
+    assert.equal(8000, #out)
+    assert.equal(1, #env.consume(addr, "bp.in.dlq", 1, 20000))
+    assert.matches("topic=bp%.in partition=0 resumed", r:logtext())
+    -- 6 s with the partition blocked, past max.poll.interval.ms (4 s): still in the group
+    assert.is_nil(r:logtext():match("MAXPOLL"))
+    assert.equal(0, r:stop())
+    r:cleanup()
+  end)
 end)
