@@ -39,6 +39,22 @@ static void on_signal(int sig)
     errno = saved;
 }
 
+/* Leaving the group can block inside librdkafka (a rebalance the broker
+ * holds open): past this many seconds of shutdown, exit anyway. What was
+ * delivered has been committed or will be redelivered - never lost. */
+#define SHUTDOWN_LIMIT_S 25
+
+static void on_shutdown_timeout(int sig)
+{
+    (void)sig;
+    static const char msg[] = "kroute: shutdown took longer than 25 s (leaving the consumer "
+                              "group did not finish); exiting, uncommitted messages will be "
+                              "redelivered\n";
+    ssize_t w = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+    (void)w;
+    _exit(0);
+}
+
 static void install_signals(void)
 {
     struct sigaction sa;
@@ -281,6 +297,8 @@ int kr_router_run(const kr_router_opts_t *o)
 
     int fatal = kr_dispatch_fatal(d) || kr_producer_fatal(p, err, sizeof(err));
     kr_info("router", "stopping: waiting for outputs in flight, then committing");
+    signal(SIGALRM, on_shutdown_timeout);
+    alarm(SHUTDOWN_LIMIT_S);
     int undelivered = kr_dispatch_drain(d, DRAIN_TIMEOUT_MS);
     if (undelivered)
         kr_warn("router", "%d output(s) still undelivered after %d ms; their inputs stay "
