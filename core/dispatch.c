@@ -658,7 +658,8 @@ static void lane_pump(kr_dispatch_t *d, kr_lane_t *lane)
         m->pending--;
         if (waiting)
             break;
-        inmsg_settle(d, m); /* outputs refused synchronously settle here */
+        if (m->delivery_error) /* an output refused synchronously: DLQ it now */
+            inmsg_settle(d, m);
     }
     lane_advance(d, lane);
 }
