@@ -285,6 +285,10 @@ static void set_retry(kr_dispatch_t *d, kr_lane_t *lane, int64_t at)
  * head of the lane: never past a message that is not done. */
 static void lane_advance(kr_dispatch_t *d, kr_lane_t *lane)
 {
+    /* after a fatal error nothing more is stored: a DLQ copy refused
+     * synchronously would otherwise let its input's offset through */
+    if (d->fatal)
+        return;
     int64_t next = -1;
     while (lane->head && lane->head->handled && lane->head->pending == 0) {
         kr_inmsg_t *m = lane->head;
@@ -775,7 +779,11 @@ void kr_dispatch_delivered(void *ctx, void *msg_opaque, rd_kafka_resp_err_t err)
     kr_dispatch_t *d = ctx;
     kr_out_t *out = msg_opaque;
     kr_inmsg_t *m = out->m;
-    if (err) {
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        /* the producer is done for: no DLQ copy can be made either, so
+         * store nothing more and let the router exit non-zero */
+        d->fatal = 1;
+    } else if (err) {
         if (out->is_dlq) {
             /* nowhere left to put it: keep its offset uncommitted and stop */
             kr_error("dispatch",
@@ -893,6 +901,11 @@ int kr_dispatch_drain(kr_dispatch_t *d, int timeout_ms)
 int kr_dispatch_fatal(const kr_dispatch_t *d)
 {
     return d->fatal;
+}
+
+void kr_dispatch_set_fatal(kr_dispatch_t *d)
+{
+    d->fatal = 1;
 }
 
 void kr_dispatch_free(kr_dispatch_t *d)

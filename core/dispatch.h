@@ -52,6 +52,9 @@ int kr_dispatch_drain(kr_dispatch_t *d, int timeout_ms);
 /* Non-zero when at-least-once can no longer be kept (a DLQ copy could not
  * be delivered, or the producer hit a fatal error): stop and exit non-zero. */
 int kr_dispatch_fatal(const kr_dispatch_t *d);
+/* Stops storing offsets for good (the producer failed fatally): only
+ * what was delivered before stays committed. */
+void kr_dispatch_set_fatal(kr_dispatch_t *d);
 void kr_dispatch_free(kr_dispatch_t *d);
 
 #endif

@@ -185,6 +185,7 @@ static void event_loop(kr_dispatch_t *d, kr_producer_t *p, kr_consumer_t **consu
         char pfatal[256];
         if (kr_producer_fatal(p, pfatal, sizeof(pfatal))) {
             kr_error("router", "fatal producer error: %s", pfatal);
+            kr_dispatch_set_fatal(d);
             break;
         }
         if (got)

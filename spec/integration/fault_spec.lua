@@ -105,7 +105,7 @@ describe("fault tolerance", function()
     mc = ts.mock_cluster(3)
     addr = mc:bootstraps()
     for _, t in ipairs{"kill.in", "kill.out", "poison.in", "poison.out", "faults.in",
-                       "faults.out", "term.in", "term.out", "pair.in", "pair.out"} do
+                       "faults.out", "term.in", "term.out", "pair.in", "pair.out", "fatal.in", "fatal.out"} do
       assert(mc:create_topic(t, PARTS))
     end
     dir = env.tmpdir()
@@ -292,5 +292,75 @@ routes:
     assert.is_nil(r:logtext():match("MAXPOLL"))
     assert.equal(0, r:stop())
     r:cleanup()
+  end)
+  -- last: the injected error is a Produce error for the whole cluster
+  it("stops on a fatal producer error, exits 1 and commits only what was delivered", function()
+    local d = dir .. "/fatal"
+    env.write(d .. "/r.yaml", [[
+kafka:
+  brokers: ${TEST_BROKERS}
+  consumer: { fetch.wait.max.ms: 10 }
+routes:
+  - name: copy
+    match: fatal.in
+    handler: copy.lua
+    to: fatal.out
+]])
+    -- the first event of the second batch holds its partition for a second,
+    -- so its outputs are produced after the error is injected
+    env.write(d .. "/copy.lua", [[
+return function(msg)
+  if msg.value == "slow" then
+    local t = os.clock()
+    while os.clock() - t < 1 do end
+  end
+  return msg.value
+end
+]])
+    local r = env.kroute(d, addr)
+    assert.is_truthy(r:wait_assigned(30000), r:logtext())
+    local batch = {}
+    for i = 1, 200 do batch[i] = {key = "k" .. i, value = "a" .. i} end
+    ts.produce(addr, "fatal.in", batch)
+    assert.equal(200, #env.consume(addr, "fatal.out", 200, 30000))
+    for i = 1, 200 do batch[i].value = "b" .. i end
+    batch[1].value = "slow"
+    ts.produce(addr, "fatal.in", batch)
+    -- OUT_OF_ORDER_SEQUENCE_NUMBER: the idempotent producer cannot go on
+    mc:request_errors(0, {45})
+    local how, code = ts.wait(r.pid, 30000)
+    assert.equal("exit", how, r:logtext())
+    assert.equal(1, code)
+    assert.matches("fatal producer error", r:logtext())
+    -- every committed input has its output
+    local delivered = {}
+    for _, rec in ipairs(env.consume(addr, "fatal.out", 200, 5000)) do
+      delivered[rec.value] = true
+    end
+    local committed = ts.committed(addr, "kroute", "fatal.in")
+    local inputs = env.consume(addr, "fatal.in", 400, 10000)
+    local behind = 0
+    for _, rec in ipairs(inputs) do
+      if rec.offset < (committed[rec.partition] or 0) then
+        assert.is_true(delivered[rec.value], "committed without output: " .. rec.value)
+      else
+        behind = behind + 1
+      end
+    end
+    assert.is_true(behind > 0, "the fatal error stopped nothing")
+    r:cleanup()
+    -- a restart picks up what was not committed: nothing lost
+    local r2 = env.kroute(d, addr)
+    local all = env.wait_for(function()
+      local seen, n = {}, 0
+      for _, rec in ipairs(env.consume(addr, "fatal.out", 400, 3000)) do
+        if not seen[rec.value] then seen[rec.value] = true; n = n + 1 end
+      end
+      return n >= 400 and n
+    end, 60000)
+    assert.equal(400, all, r2:logtext())
+    assert.equal(0, r2:stop())
+    r2:cleanup()
+    print(("# fatal producer error: 400 events, %d uncommitted at exit, 0 lost"):format(behind))
   end)
 end)
