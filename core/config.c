@@ -475,6 +475,7 @@ static void parse_route(loader_t *ld, yaml_node_t *map)
     r->memory = 64u << 20;
     r->where = where_of(ld, map);
     yaml_node_t *handler_node = NULL, *match_node = NULL, *to_node = NULL;
+    yaml_node_t *max_input_node = NULL;
 
     FOR_PAIRS(ld, map, k, v)
     {
@@ -556,6 +557,17 @@ static void parse_route(loader_t *ld, yaml_node_t *map)
                     r->memory = m;
                 free(s);
             }
+        } else if (KEY_IS(k, "max_input")) {
+            char *s = scalar(ld, v, "max_input");
+            if (s) {
+                r->max_input = kr_config_parse_size(s);
+                max_input_node = v;
+                if (!r->max_input)
+                    kr_errors_add(ld->errs,
+                                  MARK_FMT "max_input must be a size like 1MiB, got '%s'",
+                                  MARK(ld, v), s);
+                free(s);
+            }
         } else if (KEY_IS(k, "emits")) {
             parse_list(ld, v, "emits", &r->emits, &r->emit_cnt);
         } else if (KEY_IS(k, "requests")) {
@@ -571,7 +583,7 @@ static void parse_route(loader_t *ld, yaml_node_t *map)
         } else {
             unknown_key(ld, k, "route",
                         "name, match, handler, to, group, ordering, retry, dlq, timeout, "
-                        "memory, emits, requests, reply");
+                        "memory, max_input, emits, requests, reply");
         }
     }
     if (!r->name)
@@ -588,6 +600,13 @@ static void parse_route(loader_t *ld, yaml_node_t *map)
     }
     if (r->max_backoff_ms < r->backoff_ms)
         r->max_backoff_ms = r->backoff_ms;
+    /* decoding JSON takes a few times the text's size: by default an input
+     * may use an eighth of the route's Lua memory */
+    if (!max_input_node)
+        r->max_input = r->memory / 8;
+    else if (r->max_input > r->memory)
+        kr_errors_add(ld->errs, MARK_FMT "max_input (%zu bytes) is larger than memory (%zu bytes)",
+                      MARK(ld, max_input_node), r->max_input, r->memory);
     /* A route whose output feeds its own input loops forever. */
     if (r->to && to_node)
         for (size_t i = 0; i < r->pattern_cnt; i++)

@@ -38,6 +38,7 @@ typedef struct kr_route {
     int dlq_off;           /* `dlq: false`: log and skip */
     int64_t timeout_ms;    /* wall time per handler run */
     size_t memory;         /* Lua allocator cap for this route's VMs */
+    size_t max_input;      /* larger inputs (key + value) go to the DLQ unhandled */
     char **emits;          /* declared emit topics (documentation, graph) */
     size_t emit_cnt;
     int reply_nest;        /* `reply: nest`: answer NestJS ClientKafka.send() */

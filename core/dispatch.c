@@ -43,9 +43,12 @@ typedef struct kr_inmsg {
     int waiting;                    /* run suspended in kroute.request */
     int parked;                     /* ...until its reply topic is assigned */
     int64_t request_deadline_ms;
+    int64_t retry_at_ms;            /* > 0: waits for a retry of routes[route_pos] */
+    uint32_t key_hash;              /* ordering: key blocks messages of equal hash */
     int is_request;                 /* a NestJS request (correlation + reply topic) */
     kr_nest_req_t nest;
-    struct kr_inmsg *next;
+    struct kr_inmsg *next;  /* lane order: every message not yet stored */
+    struct kr_inmsg *tnext; /* todo order: messages not yet handled */
 } kr_inmsg_t;
 
 /* Per produced record: who it belongs to and whether it is a DLQ copy. */
@@ -60,9 +63,10 @@ struct kr_lane {
     char *topic;
     int32_t partition;
     kr_inmsg_t *head, *tail; /* every message not yet stored, offset order */
-    kr_inmsg_t *todo;        /* first message not yet handled */
+    kr_inmsg_t *todo, *todo_tail; /* the unhandled ones among them (tnext) */
     size_t queued;
-    int64_t retry_at_ms;     /* > 0: todo waits for a retry */
+    size_t retry_cnt;        /* todo messages waiting for a retry */
+    kr_ordering_t ordering;  /* the strictest of its routes' */
     int paused;
     kr_lane_t *hnext;
 };
@@ -94,7 +98,7 @@ struct kr_dispatch {
     kr_group_t **groups;
     size_t group_cnt;
     size_t inflight;
-    size_t retrying;  /* lanes waiting for a retry */
+    size_t retrying;  /* messages waiting for a retry */
     int fatal;
     unsigned rr;      /* ordering: none round robin */
     kr_requester_t *rq;
@@ -223,14 +227,20 @@ static kr_lane_t **lane_slot(kr_group_t *g, const char *topic, int32_t partition
     return slot;
 }
 
-static kr_lane_t *lane_get(kr_group_t *g, const char *topic, int32_t partition)
+static kr_lane_t *lane_get(kr_group_t *g, const topic_routes_t *tr, int32_t partition)
 {
-    kr_lane_t **slot = lane_slot(g, topic, partition);
+    kr_lane_t **slot = lane_slot(g, tr->topic, partition);
     if (!*slot) {
         kr_lane_t *lane = xcalloc(1, sizeof(*lane));
         lane->group = g;
-        lane->topic = strdup(topic);
+        lane->topic = strdup(tr->topic);
         lane->partition = partition;
+        /* a message runs all its routes in turn, so one route that keeps
+         * partition order makes the whole lane keep it */
+        lane->ordering = KR_ORDER_NONE;
+        for (size_t i = 0; i < tr->cnt; i++)
+            if (tr->routes[i]->ordering < lane->ordering)
+                lane->ordering = tr->routes[i]->ordering;
         *slot = lane;
     }
     return *slot;
@@ -272,13 +282,14 @@ static void inmsg_free(kr_dispatch_t *d, kr_inmsg_t *m)
     d->inflight--;
 }
 
-static void set_retry(kr_dispatch_t *d, kr_lane_t *lane, int64_t at)
+/* Schedules (at > 0) or clears (at == 0) a retry of m. */
+static void set_retry(kr_dispatch_t *d, kr_inmsg_t *m, int64_t at)
 {
-    if (!lane->retry_at_ms && at)
-        d->retrying++;
-    else if (lane->retry_at_ms && !at)
-        d->retrying--;
-    lane->retry_at_ms = at;
+    int delta = (at != 0) - (m->retry_at_ms != 0);
+    d->retrying += (size_t)(ssize_t)delta;
+    if (m->lane)
+        m->lane->retry_cnt += (size_t)(ssize_t)delta;
+    m->retry_at_ms = at;
 }
 
 /* Stores the offset after the longest run of finished messages at the
@@ -539,6 +550,32 @@ static void run_free(kr_inmsg_t *m)
     m->run = NULL;
 }
 
+/* The route is done with m without a result: the caller of a NestJS
+ * request gets the error, shaped as a NestJS server sends an RpcException
+ * ({"status":"error","message":...}; a missing handler is NestJS's plain
+ * text error); any other message goes to the DLQ. */
+static void give_up(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route,
+                    const char *reason, const char *trace, int no_handler)
+{
+    if (route->reply_nest && m->is_request) {
+        kr_buf_t err = {0};
+        if (no_handler) {
+            kr_buf_add(&err, KR_NEST_NO_HANDLER, strlen(KR_NEST_NO_HANDLER));
+        } else {
+            static const char head[] = "{\"status\":\"error\",\"message\":";
+            kr_buf_add(&err, head, sizeof(head) - 1);
+            kr_json_add_string(&err, reason, strlen(reason));
+            kr_buf_addc(&err, '}');
+        }
+        kr_buf_addc(&err, '\0');
+        produce_nest_reply(d, m, route, NULL, err.data);
+        kr_buf_free(&err);
+    } else
+        dead_letter(d, m, route, reason, trace);
+    m->route_pos++;
+    m->attempt = 0;
+}
+
 /* Acts on the outcome `rc` of the run of routes[route_pos]. Returns 1 when
  * m must wait (a retry or a reply), 0 when the route is done with it. */
 static int finish_run(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route, int rc)
@@ -576,7 +613,7 @@ static int finish_run(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route, 
                 route->name, msg->topic, (int)msg->partition, (long long)msg->offset,
                 m->attempt, route->attempts, (long long)delay, reason,
                 run->trace ? run->trace : "");
-        set_retry(d, m->lane, now_ms() + delay);
+        set_retry(d, m, now_ms() + delay);
         run_free(m);
         return 1;
     }
@@ -584,27 +621,8 @@ static int finish_run(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route, 
              "route=%s topic=%s partition=%d offset=%lld: failed after %d attempt(s): %s\n%s",
              route->name, msg->topic, (int)msg->partition, (long long)msg->offset, m->attempt,
              reason, run->trace ? run->trace : "");
-    if (route->reply_nest && m->is_request) {
-        /* the caller gets the error, shaped as a NestJS server sends an
-         * RpcException: {"status":"error","message":...}; a missing
-         * handler is NestJS's plain-text error */
-        kr_buf_t err = {0};
-        if (run->no_handler) {
-            kr_buf_add(&err, KR_NEST_NO_HANDLER, strlen(KR_NEST_NO_HANDLER));
-        } else {
-            static const char head[] = "{\"status\":\"error\",\"message\":";
-            kr_buf_add(&err, head, sizeof(head) - 1);
-            kr_json_add_string(&err, reason, strlen(reason));
-            kr_buf_addc(&err, '}');
-        }
-        kr_buf_addc(&err, '\0');
-        produce_nest_reply(d, m, route, NULL, err.data);
-        kr_buf_free(&err);
-    } else
-        dead_letter(d, m, route, reason, run->trace);
+    give_up(d, m, route, reason, run->trace, run->no_handler);
     run_free(m);
-    m->route_pos++;
-    m->attempt = 0;
     return 0;
 }
 
@@ -616,6 +634,17 @@ static int run_routes(kr_dispatch_t *d, kr_inmsg_t *m)
         if (m->waiting)
             return 1;
         const kr_route_t *route = m->routes[m->route_pos];
+        size_t size = m->view.key_len + m->view.value_len;
+        if (size > route->max_input) {
+            /* refused before any Lua sees it: a retry cannot help */
+            char reason[160];
+            snprintf(reason, sizeof(reason), "input of %zu bytes exceeds max_input (%zu bytes)",
+                     size, route->max_input);
+            kr_error("dispatch", "route=%s topic=%s partition=%d offset=%lld: %s", route->name,
+                     m->view.topic, (int)m->view.partition, (long long)m->view.offset, reason);
+            give_up(d, m, route, reason, "", 0);
+            continue;
+        }
         m->run = calloc(1, sizeof(*m->run));
         if (!m->run)
             abort();
@@ -647,23 +676,57 @@ static void on_reply(void *ctx, void *req_ctx, const void *value, size_t len, co
         lane_pump(d, m->lane);
 }
 
-/* Handles the lane's messages in order until one waits for a retry. */
+#define KEY_BITS 4096 /* blocked-key filter of one pump: a collision only
+                        makes an unrelated key wait, never breaks order */
+
+/* Handles the lane's unhandled messages in offset order. One that waits
+ * (for a retry or a reply) holds back what must stay behind it: the rest
+ * of the partition (ordering: partition), later messages of its key
+ * (ordering: key), or nothing (ordering: none). */
 static void lane_pump(kr_dispatch_t *d, kr_lane_t *lane)
 {
-    while (lane->todo && !lane->retry_at_ms && !lane->todo->waiting && !d->fatal) {
-        kr_inmsg_t *m = lane->todo;
-        m->pending++; /* hold: delivery reports served while producing must
-                         not finish m before all its outputs are queued */
-        int waiting = run_routes(d, m);
-        if (!waiting) {
-            m->handled = 1;
-            lane->todo = m->next;
+    uint64_t blocked[KEY_BITS / 64];
+    int any_blocked = 0;
+    kr_inmsg_t *prev = NULL, *m = lane->todo;
+    while (m && !d->fatal) {
+        kr_inmsg_t *next = m->tnext;
+        uint32_t bit = m->key_hash % KEY_BITS;
+        int held = any_blocked && (blocked[bit / 64] >> (bit % 64) & 1);
+        if (!held && !m->waiting && !m->retry_at_ms) {
+            m->pending++; /* hold: delivery reports served while producing must
+                             not finish m before all its outputs are queued */
+            int waiting = run_routes(d, m);
+            if (!waiting) {
+                m->handled = 1;
+                if (prev)
+                    prev->tnext = next;
+                else
+                    lane->todo = next;
+                if (lane->todo_tail == m)
+                    lane->todo_tail = prev;
+                m->tnext = NULL;
+            }
+            m->pending--;
+            if (!waiting) {
+                /* an output refused synchronously: DLQ it now (this frees
+                 * only handled messages, never prev or next) */
+                if (m->delivery_error)
+                    inmsg_settle(d, m);
+                m = next;
+                continue;
+            }
         }
-        m->pending--;
-        if (waiting)
+        /* m stays unhandled: it holds back what must keep its order */
+        if (lane->ordering == KR_ORDER_PARTITION)
             break;
-        if (m->delivery_error) /* an output refused synchronously: DLQ it now */
-            inmsg_settle(d, m);
+        if (lane->ordering == KR_ORDER_KEY) {
+            if (!any_blocked)
+                memset(blocked, 0, sizeof(blocked));
+            any_blocked = 1;
+            blocked[bit / 64] |= (uint64_t)1 << (bit % 64);
+        }
+        prev = m;
+        m = next;
     }
     lane_advance(d, lane);
 }
@@ -687,15 +750,20 @@ void kr_dispatch_message(kr_group_t *g, rd_kafka_message_t *rkm)
     const topic_routes_t *tr = routes_for(g, m->view.topic);
     m->routes = tr->routes;
     m->route_cnt = tr->cnt;
-    kr_lane_t *lane = lane_get(g, m->view.topic, rkm->partition);
+    m->key_hash = m->view.key ? hash_bytes(m->view.key, m->view.key_len, 2166136261u)
+                              : 0x9e3779b9u; /* null keys keep their order together */
+    kr_lane_t *lane = lane_get(g, tr, rkm->partition);
     m->lane = lane;
     if (lane->tail)
         lane->tail->next = m;
     else
         lane->head = m;
     lane->tail = m;
-    if (!lane->todo)
+    if (lane->todo_tail)
+        lane->todo_tail->tnext = m;
+    else
         lane->todo = m;
+    lane->todo_tail = m;
     lane->queued++;
     d->inflight++;
     if (!lane->paused && lane->queued >= LANE_PAUSE_AT && g->c) {
@@ -760,14 +828,19 @@ int kr_dispatch_tick(kr_dispatch_t *d)
     for (size_t gi = 0; gi < d->group_cnt; gi++)
         for (size_t b = 0; b < LANE_BUCKETS; b++)
             for (kr_lane_t *lane = d->groups[gi]->buckets[b]; lane; lane = lane->hnext) {
-                if (!lane->retry_at_ms)
+                if (!lane->retry_cnt)
                     continue;
-                if (lane->retry_at_ms <= now) {
-                    set_retry(d, lane, 0);
+                int due = 0;
+                for (kr_inmsg_t *m = lane->todo; m; m = m->tnext)
+                    if (m->retry_at_ms && m->retry_at_ms <= now) {
+                        set_retry(d, m, 0);
+                        due = 1;
+                    }
+                if (due)
                     lane_pump(d, lane);
-                }
-                if (lane->retry_at_ms && (next < 0 || lane->retry_at_ms - now < next))
-                    next = lane->retry_at_ms - now;
+                for (kr_inmsg_t *m = lane->todo; m && lane->retry_cnt; m = m->tnext)
+                    if (m->retry_at_ms && (next < 0 || m->retry_at_ms - now < next))
+                        next = m->retry_at_ms - now;
             }
     return next < 0 ? -1 : (int)(next > 0 ? next : 0);
 }
@@ -830,6 +903,7 @@ static void lane_drop(kr_dispatch_t *d, kr_lane_t *lane)
     kr_inmsg_t *m = lane->head;
     while (m) {
         kr_inmsg_t *next = m->next;
+        set_retry(d, m, 0);
         m->lane = NULL;
         m->next = NULL;
         run_drop(d, m);
@@ -837,7 +911,6 @@ static void lane_drop(kr_dispatch_t *d, kr_lane_t *lane)
             inmsg_free(d, m);
         m = next;
     }
-    set_retry(d, lane, 0);
     free(lane->topic);
     free(lane);
 }
@@ -888,12 +961,13 @@ int kr_dispatch_drain(kr_dispatch_t *d, int timeout_ms)
     for (size_t gi = 0; gi < d->group_cnt; gi++)
         for (size_t b = 0; b < LANE_BUCKETS; b++)
             for (kr_lane_t *lane = d->groups[gi]->buckets[b]; lane; lane = lane->hnext) {
-                set_retry(d, lane, 0);
                 /* a handler waiting for a reply is failed cleanly: its
                  * message stays uncommitted and is redelivered */
-                for (kr_inmsg_t *m = lane->todo; m; m = m->next)
+                for (kr_inmsg_t *m = lane->todo; m; m = m->tnext) {
+                    set_retry(d, m, 0);
                     run_drop(d, m);
-                lane->todo = NULL;
+                }
+                lane->todo = lane->todo_tail = NULL;
             }
     return d->p ? kr_producer_flush(d->p, timeout_ms) : 0;
 }

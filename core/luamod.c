@@ -59,6 +59,7 @@ static void push_route(lua_State *L, const kr_config_t *cfg, const kr_route_t *r
     }
     set_int(L, "timeout_ms", r->timeout_ms);
     set_int(L, "memory", (lua_Integer)r->memory);
+    set_int(L, "max_input", (lua_Integer)r->max_input);
     set_str(L, "where", r->where);
     set_str(L, "reply", r->reply_nest ? "nest" : NULL);
     lua_createtable(L, (int)r->request_cnt, 0);

@@ -37,6 +37,15 @@ routes:
     to: results
     requests: [nobody]
 ]])
+  env.write(dir .. "/keyed-caller/r.yaml", env.fast_kafka .. [[
+routes:
+  - name: caller
+    match: keyed-calls
+    handler: ../caller/caller.lua
+    to: results
+    ordering: key
+    requests: [nobody]
+]])
   env.write(dir .. "/caller/caller.lua", [[
 local kroute = require "kroute"
 return function(msg)
@@ -53,7 +62,7 @@ describe("kroute.request", function()
 
   setup(function()
     broker = env.broker{"sum:4", "sum.reply:4", "nobody:4", "nobody.reply:4", "calls:8",
-                        "timeout-calls:2", "results:4"}
+                        "timeout-calls:2", "keyed-calls:1", "results:4"}
     dir = env.tmpdir()
     write_routes(dir)
   end)
@@ -117,6 +126,32 @@ describe("kroute.request", function()
     assert.is_truthy(got, a:logtext())
     assert.equal("timeout", got.err)
     assert.is_nil(got.reply)
+    assert.equal(0, a:stop())
+    a:cleanup()
+  end)
+
+  it("with ordering: key, has a request in flight for each key of a partition", function()
+    local a = env.kroute(dir .. "/keyed-caller", broker.addr)
+    assert.is_truthy(a:wait_log("group=kroute%-client assigned", 40000), a:logtext())
+    assert.is_truthy(a:wait_log("group=kroute assigned", 40000), a:logtext())
+    local function requests_sent()
+      local n = 0
+      for _, v in pairs(ts.high_watermarks(broker.addr, "nobody") or {}) do n = n + v end
+      return n
+    end
+    local before = requests_sent()
+    local batch = {}
+    for i = 1, 5 do
+      batch[i] = {key = "key" .. i, partition = 0,
+                  value = json.encode{id = 3000 + i, pattern = "nobody", items = {i}, timeout = 60000}}
+    end
+    ts.produce(broker.addr, "keyed-calls", batch)
+    -- all five are asked while none has an answer: one partition, five keys
+    assert.is_truthy(env.wait_for(function() return requests_sent() - before >= 5 end, 20000),
+                     a:logtext())
+    for _, r in ipairs(env.consume(broker.addr, "results", 0, 1000)) do
+      assert.is_true(json.decode(r.value).id < 3000)
+    end
     assert.equal(0, a:stop())
     a:cleanup()
   end)

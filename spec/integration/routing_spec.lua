@@ -9,7 +9,8 @@ describe("kroute run", function()
   local broker, router, dir
 
   setup(function()
-    broker = env.broker{"orders.in:4", "orders.out:4", "fan.in:2", "poison.in:1", "filter.in:2"}
+    broker = env.broker{"orders.in:4", "orders.out:4", "fan.in:2", "poison.in:1", "filter.in:2",
+                         "keyed.in:1", "keyed.out:1", "sized.in:1"}
     dir = env.tmpdir()
     env.write(dir .. "/routes.yaml", env.fast_kafka .. [[
 routes:
@@ -30,6 +31,17 @@ routes:
     handler: h/poison.lua
     to: poison.out
     retry: { attempts: 2, backoff: 10ms, max_backoff: 20ms }
+  - name: keyed
+    match: keyed.in
+    handler: h/poison.lua
+    to: keyed.out
+    ordering: key
+    retry: { attempts: 2, backoff: 1500ms, max_backoff: 1500ms }
+  - name: sized
+    match: sized.in
+    handler: h/poison.lua
+    to: sized.out
+    max_input: 1KiB
   - name: late
     match: /^late\.[a-z]+$/
     handler: h/late.lua
@@ -168,6 +180,41 @@ return function(msg) return msg.topic .. ":" .. msg.value end
     assert.same({"good-1", "good-2"}, {out[1].value, out[2].value})
     assert.matches("attempt 1/2 failed", router:logtext())
     assert.matches("poison pill at offset 1\nstack traceback", router:logtext())
+  end)
+
+  it("with ordering: key, holds only the retrying message's key", function()
+    ts.produce(broker.addr, "keyed.in", {
+      {key = "p", value = "bad"}, {key = "a", value = "a1"}, {key = "p", value = "p2"},
+      {key = "b", value = "b1"}, {key = "a", value = "a2"}, {key = "p", value = "p3"},
+    })
+    local out = env.consume(broker.addr, "keyed.out", 5, 20000)
+    local order = {}
+    for i, r in ipairs(out) do order[i] = r.value end
+    -- one partition in, one out: the output order is the order of handling.
+    -- Keys a and b went on while p's first message waited 1.5 s for its
+    -- retry; p's later messages waited for it and kept their order.
+    assert.same({"a1", "b1", "a2", "p2", "p3"}, order)
+    local dlq = env.consume(broker.addr, "keyed.in.dlq", 1, 15000)
+    assert.equal("bad", dlq[1].value)
+    assert.equal("0", (env.header(dlq[1], "kafka_dlt-original-offset")))
+    -- and the offset only moves past p's messages once they are done
+    assert.is_truthy(env.wait_for(function()
+      return (ts.committed(broker.addr, "kroute", "keyed.in")[0] or 0) == 6
+    end, 10000))
+  end)
+
+  it("dead-letters an input larger than max_input without running the handler", function()
+    ts.produce(broker.addr, "sized.in", {
+      {key = "k", value = "small"}, {key = "k", value = ("x"):rep(2000)}, {key = "k", value = "fine"},
+    })
+    local out = env.consume(broker.addr, "sized.out", 2, 15000)
+    assert.same({"small", "fine"}, {out[1].value, out[2].value})
+    local dlq = env.consume(broker.addr, "sized.in.dlq", 1, 15000)
+    assert.equal(1, #dlq)
+    assert.equal(2000, #dlq[1].value)
+    assert.equal("input of 2001 bytes exceeds max_input (1024 bytes)",
+                 (env.header(dlq[1], "kafka_dlt-exception-message")))
+    assert.equal("1", (env.header(dlq[1], "kafka_dlt-original-offset")))
   end)
 
   it("picks up topics created after start through a regex match", function()

@@ -74,6 +74,8 @@ describe("route files that load", function()
       assert.equal(120000, ranking.max_backoff_ms) -- 2m
       assert.equal(200, ranking.timeout_ms)        -- 200ms
       assert.equal(32 * 1024 * 1024, ranking.memory) -- 32MiB
+      assert.equal(512 * 1024, ranking.max_input)   -- 512KiB
+      assert.equal(1000000000 // 8, lists.max_input) -- an eighth of memory by default
       assert.equal(60000, lists.timeout_ms)        -- 1m
       assert.equal(1000000000, lists.memory)       -- 1GB (decimal)
     end)
@@ -108,7 +110,7 @@ describe("route files that load", function()
 
     it("records where each route starts as file:line:col", function()
       assert.equal(F .. "/full.yaml:9:5", ranking.where)
-      assert.equal(F .. "/full.yaml:20:5", lists.where)
+      assert.equal(F .. "/full.yaml:21:5", lists.where)
     end)
   end)
 
@@ -136,6 +138,7 @@ describe("route files that load", function()
       assert.equal(5000, r.max_backoff_ms)
       assert.equal(5000, r.timeout_ms)
       assert.equal(64 * 1024 * 1024, r.memory)
+      assert.equal(8 * 1024 * 1024, r.max_input)
       assert.is_nil(r.dlq) -- "<topic>.dlq"
       assert.is_nil(r.to)
       assert.equal(F .. "/minimal.yaml:2:5", r.where)
@@ -204,7 +207,8 @@ describe("route files that are rejected", function()
   it("reports an unknown route key at the key", function()
     local f = BAD .. "/unknown_route_key.yaml"
     assert.same({f .. ":5:5: unknown key 'priority' in route (expected one of: name, match, "
-                 .. "handler, to, group, ordering, retry, dlq, timeout, memory, emits, requests, reply)"},
+                 .. "handler, to, group, ordering, retry, dlq, timeout, memory, max_input, emits, "
+                 .. "requests, reply)"},
                 load_bad(f))
   end)
 
@@ -265,6 +269,8 @@ describe("route files that are rejected", function()
     assert.same({
       f .. ":5:13: memory must be a size of at least 1MiB like 64MiB, got 'lots'",
       f .. ":9:13: memory must be a size of at least 1MiB like 64MiB, got '512KiB'",
+      f .. ":13:16: max_input must be a size like 1MiB, got 'huge'",
+      f .. ":18:16: max_input (4194304 bytes) is larger than memory (2097152 bytes)",
     }, load_bad(f))
   end)
 
