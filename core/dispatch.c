@@ -30,6 +30,7 @@ typedef struct kr_inmsg {
     kr_msg_t view;
     kr_lane_t *lane;                /* NULL once orphaned by a revoke */
     kr_group_t *group;
+    kr_gen_t *gen;                  /* bound when its first route starts */
     const kr_route_t *const *routes; /* routes matching its topic */
     size_t route_cnt;
     size_t route_pos;               /* next route to run */
@@ -73,27 +74,26 @@ struct kr_lane {
 
 typedef struct topic_routes {
     char *topic;
-    const kr_route_t **routes;
+    const kr_route_t **routes; /* owned by the generation */
     size_t cnt;
+    kr_ordering_t ordering;    /* the strictest of the routes' */
 } topic_routes_t;
 
 struct kr_group {
     kr_dispatch_t *d;
     char *name;
     kr_consumer_t *c;
-    const kr_route_t **routes;
+    const kr_route_t **routes; /* of the live generation */
     size_t route_cnt;
     const char **subs;
     size_t sub_cnt;
-    topic_routes_t *cache;
+    topic_routes_t *cache;     /* topic -> routes, for the live generation */
     size_t cache_cnt;
     kr_lane_t *buckets[LANE_BUCKETS];
 };
 
 struct kr_dispatch {
-    const kr_config_t *cfg;
-    kr_worker_t **workers;
-    int worker_cnt;
+    kr_gen_t *gen; /* the live generation (one reference) */
     kr_producer_t *p;
     kr_group_t **groups;
     size_t group_cnt;
@@ -129,13 +129,16 @@ static uint32_t hash_bytes(const void *p, size_t len, uint32_t h)
     return h;
 }
 
-kr_dispatch_t *kr_dispatch_new(const kr_config_t *cfg, kr_worker_t **workers, int worker_cnt)
+kr_dispatch_t *kr_dispatch_new(kr_gen_t *gen)
 {
     kr_dispatch_t *d = xcalloc(1, sizeof(*d));
-    d->cfg = cfg;
-    d->workers = workers;
-    d->worker_cnt = worker_cnt;
+    d->gen = gen;
     return d;
+}
+
+kr_gen_t *kr_dispatch_gen(const kr_dispatch_t *d)
+{
+    return d->gen;
 }
 
 void kr_dispatch_set_producer(kr_dispatch_t *d, kr_producer_t *p)
@@ -143,19 +146,31 @@ void kr_dispatch_set_producer(kr_dispatch_t *d, kr_producer_t *p)
     d->p = p;
 }
 
-kr_group_t *kr_dispatch_group(kr_dispatch_t *d, const char *group)
+static void cache_clear(kr_group_t *g)
 {
-    for (size_t i = 0; i < d->group_cnt; i++)
-        if (!strcmp(d->groups[i]->name, group))
-            return d->groups[i];
-    kr_group_t *g = xcalloc(1, sizeof(*g));
-    g->d = d;
-    g->name = strdup(group);
-    const kr_config_t *cfg = d->cfg;
+    for (size_t i = 0; i < g->cache_cnt; i++)
+        free(g->cache[i].topic);
+    free(g->cache);
+    g->cache = NULL;
+    g->cache_cnt = 0;
+}
+
+/* Recomputes the group's routes and subscriptions from the live
+ * generation. Returns 1 when the subscription set changed. */
+static int group_refresh(kr_group_t *g)
+{
+    kr_dispatch_t *d = g->d;
+    const char **old = g->subs;
+    size_t old_cnt = g->sub_cnt;
+    free(g->routes);
+    cache_clear(g);
+    g->subs = NULL;
+    g->sub_cnt = g->route_cnt = 0;
+    const kr_config_t *cfg = d->gen->cfg;
     g->routes = xcalloc(cfg->route_cnt, sizeof(*g->routes));
     for (size_t i = 0; i < cfg->route_cnt; i++) {
         const kr_route_t *r = &cfg->routes[i];
-        if (strcmp(r->group ? r->group : cfg->group, group) != 0)
+        if (strcmp(r->group ? r->group : cfg->group, g->name) != 0)
             continue;
         g->routes[g->route_cnt++] = r;
         for (size_t j = 0; j < r->pattern_cnt; j++) {
@@ -171,11 +186,64 @@ kr_group_t *kr_dispatch_group(kr_dispatch_t *d, const char *group)
             g->subs[g->sub_cnt++] = sub;
         }
     }
+    /* the old strings belong to the previous generation: compare first */
+    int changed = old_cnt != g->sub_cnt;
+    for (size_t i = 0; !changed && i < old_cnt; i++) {
+        int found = 0;
+        for (size_t j = 0; j < g->sub_cnt && !found; j++)
+            found = !strcmp(old[i], g->subs[j]);
+        changed = !found;
+    }
+    free(old);
+    return changed;
+}
+
+kr_group_t *kr_dispatch_group(kr_dispatch_t *d, const char *group)
+{
+    for (size_t i = 0; i < d->group_cnt; i++)
+        if (!strcmp(d->groups[i]->name, group))
+            return d->groups[i];
+    kr_group_t *g = xcalloc(1, sizeof(*g));
+    g->d = d;
+    g->name = strdup(group);
+    group_refresh(g);
     d->groups = realloc(d->groups, (d->group_cnt + 1) * sizeof(*d->groups));
     if (!d->groups)
         abort();
     d->groups[d->group_cnt++] = g;
     return g;
+}
+
+size_t kr_dispatch_group_count(const kr_dispatch_t *d)
+{
+    return d->group_cnt;
+}
+
+kr_group_t *kr_dispatch_group_at(const kr_dispatch_t *d, size_t i)
+{
+    return d->groups[i];
+}
+
+kr_consumer_t *kr_group_consumer(const kr_group_t *g)
+{
+    return g->c;
+}
+
+size_t kr_group_route_count(const kr_group_t *g)
+{
+    return g->route_cnt;
+}
+
+int kr_dispatch_swap(kr_dispatch_t *d, kr_gen_t *gen, kr_group_t **changed, size_t *changed_cnt)
+{
+    kr_gen_t *old = d->gen;
+    d->gen = gen;
+    *changed_cnt = 0;
+    for (size_t i = 0; i < d->group_cnt; i++)
+        if (group_refresh(d->groups[i]))
+            changed[(*changed_cnt)++] = d->groups[i];
+    kr_gen_unref(old);
+    return 0;
 }
 
 void kr_group_set_consumer(kr_group_t *g, kr_consumer_t *c)
@@ -205,12 +273,19 @@ static const topic_routes_t *routes_for(kr_group_t *g, const char *topic)
         abort();
     topic_routes_t *tr = &g->cache[g->cache_cnt++];
     tr->topic = strdup(topic);
-    tr->routes = xcalloc(g->route_cnt, sizeof(*tr->routes));
+    /* messages keep pointing at this array after a reload: the
+     * generation it was made for frees it */
+    tr->routes = kr_gen_alloc(g->d->gen, g->route_cnt * sizeof(*tr->routes));
     tr->cnt = 0;
+    /* a message runs all its routes in turn, so one route that keeps
+     * partition order makes the whole partition keep it */
+    tr->ordering = KR_ORDER_NONE;
     for (size_t i = 0; i < g->route_cnt; i++)
         for (size_t j = 0; j < g->routes[i]->pattern_cnt; j++)
             if (kr_pattern_match(&g->routes[i]->patterns[j], topic)) {
                 tr->routes[tr->cnt++] = g->routes[i];
+                if (g->routes[i]->ordering < tr->ordering)
+                    tr->ordering = g->routes[i]->ordering;
                 break;
             }
     return tr;
@@ -235,12 +310,6 @@ static kr_lane_t *lane_get(kr_group_t *g, const topic_routes_t *tr, int32_t part
         lane->group = g;
         lane->topic = strdup(tr->topic);
         lane->partition = partition;
-        /* a message runs all its routes in turn, so one route that keeps
-         * partition order makes the whole lane keep it */
-        lane->ordering = KR_ORDER_NONE;
-        for (size_t i = 0; i < tr->cnt; i++)
-            if (tr->routes[i]->ordering < lane->ordering)
-                lane->ordering = tr->routes[i]->ordering;
         *slot = lane;
     }
     return *slot;
@@ -277,6 +346,7 @@ static void inmsg_free(kr_dispatch_t *d, kr_inmsg_t *m)
     run_drop(d, m);
     kr_nest_req_free(&m->nest);
     rd_kafka_message_destroy(m->rkm);
+    kr_gen_unref(m->gen);
     free(m->delivery_error);
     free(m);
     d->inflight--;
@@ -427,7 +497,7 @@ static kr_vm_t *vm_for(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route)
         h = d->rr++;
     else
         h = hash_bytes(m->view.topic, strlen(m->view.topic), (uint32_t)m->view.partition);
-    return d->workers[h % (uint32_t)d->worker_cnt]->vms[route->index];
+    return m->gen->workers[h % (uint32_t)m->gen->worker_cnt]->vms[route->index];
 }
 
 static int64_t backoff_ms(const kr_route_t *route, int attempt)
@@ -630,6 +700,15 @@ static int finish_run(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route, 
  * when it waits (for a retry or a reply). */
 static int run_routes(kr_dispatch_t *d, kr_inmsg_t *m)
 {
+    if (!m->gen) {
+        /* the generation live now serves this message to the end: a reload
+         * swaps generations between messages, never inside one */
+        const topic_routes_t *tr = routes_for(m->group, m->view.topic);
+        m->gen = d->gen;
+        kr_gen_ref(m->gen);
+        m->routes = tr->routes;
+        m->route_cnt = tr->cnt;
+    }
     while (m->route_pos < m->route_cnt) {
         if (m->waiting)
             return 1;
@@ -748,11 +827,10 @@ void kr_dispatch_message(kr_group_t *g, rd_kafka_message_t *rkm)
     kr_msg_from_rkm(&m->view, rkm);
     m->is_request = kr_nest_parse_request(m->view.headers, &m->nest);
     const topic_routes_t *tr = routes_for(g, m->view.topic);
-    m->routes = tr->routes;
-    m->route_cnt = tr->cnt;
     m->key_hash = m->view.key ? hash_bytes(m->view.key, m->view.key_len, 2166136261u)
                               : 0x9e3779b9u; /* null keys keep their order together */
     kr_lane_t *lane = lane_get(g, tr, rkm->partition);
+    lane->ordering = tr->ordering;
     m->lane = lane;
     if (lane->tail)
         lane->tail->next = m;
@@ -982,37 +1060,50 @@ void kr_dispatch_set_fatal(kr_dispatch_t *d)
     d->fatal = 1;
 }
 
+static void group_free(kr_dispatch_t *d, kr_group_t *g)
+{
+    for (size_t b = 0; b < LANE_BUCKETS; b++) {
+        kr_lane_t *lane = g->buckets[b];
+        while (lane) {
+            kr_lane_t *next = lane->hnext;
+            for (kr_inmsg_t *m = lane->head; m;) {
+                kr_inmsg_t *mn = m->next;
+                if (m->retry_at_ms)
+                    set_retry(d, m, 0);
+                inmsg_free(d, m);
+                m = mn;
+            }
+            free(lane->topic);
+            free(lane);
+            lane = next;
+        }
+    }
+    cache_clear(g);
+    free(g->subs);
+    free(g->routes);
+    free(g->name);
+    free(g);
+}
+
+void kr_dispatch_group_remove(kr_dispatch_t *d, kr_group_t *g)
+{
+    for (size_t i = 0; i < d->group_cnt; i++)
+        if (d->groups[i] == g) {
+            memmove(&d->groups[i], &d->groups[i + 1], (d->group_cnt - i - 1) * sizeof(g));
+            d->group_cnt--;
+            break;
+        }
+    group_free(d, g);
+}
+
 void kr_dispatch_free(kr_dispatch_t *d)
 {
     if (!d)
         return;
-    for (size_t gi = 0; gi < d->group_cnt; gi++) {
-        kr_group_t *g = d->groups[gi];
-        for (size_t b = 0; b < LANE_BUCKETS; b++) {
-            kr_lane_t *lane = g->buckets[b];
-            while (lane) {
-                kr_lane_t *next = lane->hnext;
-                for (kr_inmsg_t *m = lane->head; m;) {
-                    kr_inmsg_t *mn = m->next;
-                    inmsg_free(d, m);
-                    m = mn;
-                }
-                free(lane->topic);
-                free(lane);
-                lane = next;
-            }
-        }
-        for (size_t i = 0; i < g->cache_cnt; i++) {
-            free(g->cache[i].topic);
-            free(g->cache[i].routes);
-        }
-        free(g->cache);
-        free(g->subs);
-        free(g->routes);
-        free(g->name);
-        free(g);
-    }
+    for (size_t gi = 0; gi < d->group_cnt; gi++)
+        group_free(d, d->groups[gi]);
     free(d->groups);
     free(d->parked);
+    kr_gen_unref(d->gen);
     free(d);
 }

@@ -12,13 +12,28 @@
 #include "consumer.h"
 #include "producer.h"
 #include "requester.h"
-#include "worker.h"
+#include "generation.h"
 
 typedef struct kr_dispatch kr_dispatch_t;
 typedef struct kr_group kr_group_t;
 
-/* Borrows cfg and workers; they must outlive the dispatcher. */
-kr_dispatch_t *kr_dispatch_new(const kr_config_t *cfg, kr_worker_t **workers, int worker_cnt);
+/* Takes over the caller's reference to the first generation. */
+kr_dispatch_t *kr_dispatch_new(kr_gen_t *gen);
+/* The live generation. */
+kr_gen_t *kr_dispatch_gen(const kr_dispatch_t *d);
+/* Makes `gen` live (taking over the caller's reference): messages that
+ * have not started run on it; started ones finish on theirs. Refreshes
+ * every existing group's routes; the groups whose subscription set
+ * changed are put in changed[] (room for every group). Groups the new
+ * generation needs but that do not exist yet are made by kr_dispatch_group. */
+int kr_dispatch_swap(kr_dispatch_t *d, kr_gen_t *gen, kr_group_t **changed, size_t *changed_cnt);
+/* Forgets a group whose consumer was closed (its lanes are gone). */
+void kr_dispatch_group_remove(kr_dispatch_t *d, kr_group_t *g);
+size_t kr_dispatch_group_count(const kr_dispatch_t *d);
+kr_group_t *kr_dispatch_group_at(const kr_dispatch_t *d, size_t i);
+kr_consumer_t *kr_group_consumer(const kr_group_t *g);
+/* Routes of the live generation in the group (0: the group is unused). */
+size_t kr_group_route_count(const kr_group_t *g);
 void kr_dispatch_set_producer(kr_dispatch_t *d, kr_producer_t *p);
 /* The group that serves `group` (created on first call) and its routes. */
 kr_group_t *kr_dispatch_group(kr_dispatch_t *d, const char *group);

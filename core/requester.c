@@ -109,6 +109,37 @@ kr_requester_t *kr_requester_new(const char *brokers, const char *group,
     return rq;
 }
 
+int kr_requester_add_patterns(kr_requester_t *rq, const char *const *patterns, size_t cnt,
+                              char *errstr, size_t errsize)
+{
+    size_t added = 0;
+    for (size_t i = 0; i < cnt; i++) {
+        if (kr_requester_partition(rq, patterns[i]) != -2)
+            continue;
+        reply_topic_t *topics = realloc(rq->topics, (rq->topic_cnt + 1) * sizeof(*topics));
+        if (!topics)
+            abort();
+        rq->topics = topics;
+        reply_topic_t *t = &rq->topics[rq->topic_cnt++];
+        memset(t, 0, sizeof(*t));
+        t->pattern = strdup(patterns[i]);
+        if (asprintf(&t->topic, "%s.reply", patterns[i]) < 0)
+            abort();
+        t->partition = -1;
+        added++;
+    }
+    if (!added)
+        return 0;
+    const char **subs = calloc(rq->topic_cnt, sizeof(*subs));
+    if (!subs)
+        abort();
+    for (size_t i = 0; i < rq->topic_cnt; i++)
+        subs[i] = rq->topics[i].topic;
+    int rc = kr_consumer_subscribe(rq->c, subs, rq->topic_cnt, errstr, errsize);
+    free(subs);
+    return rc < 0 ? -1 : (int)added;
+}
+
 int32_t kr_requester_partition(const kr_requester_t *rq, const char *pattern)
 {
     for (size_t i = 0; i < rq->topic_cnt; i++)

@@ -22,6 +22,10 @@ typedef void(kr_reply_cb_t)(void *ctx, void *req_ctx, const void *value, size_t 
 kr_requester_t *kr_requester_new(const char *brokers, const char *group,
                                  const kr_props_t *props, const char *const *patterns,
                                  size_t pattern_cnt, char *errstr, size_t errsize);
+/* Starts reading the reply topics of patterns not read yet (a reload
+ * declared them). Returns how many were added, or -1. */
+int kr_requester_add_patterns(kr_requester_t *rq, const char *const *patterns, size_t cnt,
+                              char *errstr, size_t errsize);
 /* The reply partition to put in a request for `pattern`: >= 0 when known,
  * -1 while the reply topic is not assigned yet, -2 when the pattern was
  * not declared. */

@@ -10,16 +10,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "broker.h"
 #include "config.h"
 #include "consumer.h"
 #include "dispatch.h"
+#include "generation.h"
+#include "json.h"
 #include "log.h"
 #include "producer.h"
 #include "requester.h"
-#include "worker.h"
+#include "watch.h"
 
 #define BATCH 512
 #define DRAIN_TIMEOUT_MS 10000
@@ -73,43 +78,35 @@ static void print_errors(const kr_errors_t *errs)
         fprintf(stderr, "%s\n", errs->msgs[i]);
 }
 
-/* Loads the config with command-line overrides applied. */
-static kr_config_t *load_config(const kr_router_opts_t *o, kr_errors_t *errs)
+static kr_gen_opts_t gen_opts(const kr_router_opts_t *o)
 {
-    kr_config_t *cfg = kr_config_load(o->paths, o->path_cnt, errs);
-    if (!cfg)
-        return NULL;
-    if (o->brokers) {
-        free(cfg->brokers);
-        cfg->brokers = strdup(o->brokers);
-    }
-    if (o->group) {
-        free(cfg->group);
-        cfg->group = strdup(o->group);
-    }
-    return cfg;
+    return (kr_gen_opts_t){.paths = o->paths,
+                           .path_cnt = o->path_cnt,
+                           .brokers = o->brokers,
+                           .group = o->group,
+                           .lua_dir = o->lua_dir,
+                           .workers = o->workers > 0 ? o->workers : 1};
 }
 
 int kr_router_check(const kr_router_opts_t *o)
 {
+    /* exactly what a start or a reload builds, minus Kafka */
     kr_errors_t errs = {0};
-    kr_config_t *cfg = load_config(o, &errs);
-    kr_worker_t *w = cfg ? kr_worker_new(0, cfg, o->lua_dir, &errs) : NULL;
-    int rc = errs.cnt ? 2 : 0;
+    kr_gen_opts_t go = gen_opts(o);
+    go.workers = 1;
+    kr_gen_t *gen = kr_gen_build(&go, NULL, &errs);
+    int rc = gen ? 0 : 2;
     print_errors(&errs);
-    if (!rc)
-        printf("ok: %zu route(s) in %zu file(s), every handler loaded\n", cfg->route_cnt,
-               cfg->file_cnt);
-    kr_worker_free(w);
-    kr_config_free(cfg);
+    if (gen)
+        printf("ok: %zu route(s) in %zu file(s), every handler loaded\n", gen->cfg->route_cnt,
+               gen->cfg->file_cnt);
+    kr_gen_unref(gen);
     kr_errors_free(&errs);
     return rc;
 }
 
-static void log_summary(const kr_config_t *cfg, const char *brokers, int workers)
+static void log_routes(const kr_config_t *cfg)
 {
-    kr_info("router", "serving %zu route(s) from %zu file(s); brokers=%s group=%s workers=%d",
-            cfg->route_cnt, cfg->file_cnt, brokers, cfg->group, workers);
     for (size_t i = 0; i < cfg->route_cnt; i++) {
         const kr_route_t *r = &cfg->routes[i];
         char match[512];
@@ -124,66 +121,295 @@ static void log_summary(const kr_config_t *cfg, const char *brokers, int workers
     }
 }
 
-/* The reply consumer for every pattern routes declare in `requests:`, or
- * NULL (errstr empty) when none does. */
-static kr_requester_t *start_requester(const kr_config_t *cfg, const char *brokers,
-                                       char *errstr, size_t errsize)
+/* Every pattern routes declare in `requests:`, without repeats; the
+ * strings belong to cfg. */
+static const char **request_patterns(const kr_config_t *cfg, size_t *cnt)
 {
-    errstr[0] = '\0';
     const char **patterns = NULL;
-    size_t cnt = 0;
+    *cnt = 0;
     for (size_t i = 0; i < cfg->route_cnt; i++)
         for (size_t j = 0; j < cfg->routes[i].request_cnt; j++) {
             const char *p = cfg->routes[i].requests[j];
             size_t k;
-            for (k = 0; k < cnt && strcmp(patterns[k], p); k++)
+            for (k = 0; k < *cnt && strcmp(patterns[k], p); k++)
                 ;
-            if (k < cnt)
+            if (k < *cnt)
                 continue;
-            patterns = realloc(patterns, (cnt + 1) * sizeof(*patterns));
-            patterns[cnt++] = p;
+            patterns = realloc(patterns, (*cnt + 1) * sizeof(*patterns));
+            if (!patterns)
+                abort();
+            patterns[(*cnt)++] = p;
         }
-    kr_requester_t *rq = NULL;
-    if (cnt) {
-        rq = kr_requester_new(brokers, cfg->group, &cfg->consumer, patterns, cnt, errstr,
-                              errsize);
-        if (rq)
+    return patterns;
+}
+
+/* The router: one live generation in the dispatcher, one consumer per
+ * group, the producer, the requester, and the reload triggers. */
+typedef struct router {
+    const kr_router_opts_t *o;
+    kr_gen_opts_t gopts;
+    char *brokers;            /* resolved: the embedded broker's address */
+    kr_dispatch_t *d;
+    kr_producer_t *p;
+    kr_requester_t *rq;
+    kr_watch_t *watch;
+    kr_admin_t *admin;
+    int64_t reload_at_ms;     /* > 0: a file changed; reload then (debounce) */
+    uint64_t reloads, reload_failures;
+    char *last_reload;        /* JSON of the last reload's outcome */
+    time_t started;
+} router_t;
+
+#define DEBOUNCE_MS 50
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Gives a group a consumer subscribed to its topics. */
+static int open_group(router_t *rt, kr_group_t *g, char *err, size_t errsize)
+{
+    const kr_config_t *cfg = kr_dispatch_gen(rt->d)->cfg;
+    kr_consumer_hooks_t hooks = {kr_dispatch_assigned, kr_dispatch_revoked, g};
+    kr_consumer_t *c = kr_consumer_new(rt->brokers, kr_group_name(g), &cfg->consumer, &hooks,
+                                       err, errsize);
+    if (!c)
+        return -1;
+    kr_group_set_consumer(g, c);
+    kr_consumer_wake_fd(c, wake_pipe[1]);
+    size_t sub_cnt;
+    const char *const *subs = kr_group_subscriptions(g, &sub_cnt);
+    return kr_consumer_subscribe(c, subs, sub_cnt, err, errsize);
+}
+
+/* Makes sure every group of the live generation has a consumer, and
+ * that the requester reads every declared reply topic. */
+static int open_groups(router_t *rt, char *err, size_t errsize)
+{
+    const kr_config_t *cfg = kr_dispatch_gen(rt->d)->cfg;
+    for (size_t i = 0; i < cfg->route_cnt; i++) {
+        const kr_route_t *r = &cfg->routes[i];
+        kr_group_t *g = kr_dispatch_group(rt->d, r->group ? r->group : cfg->group);
+        if (!kr_group_consumer(g) && open_group(rt, g, err, errsize) < 0)
+            return -1;
+    }
+    size_t cnt;
+    const char **patterns = request_patterns(cfg, &cnt);
+    int rc = 0;
+    if (cnt && !rt->rq) {
+        rt->rq = kr_requester_new(rt->brokers, cfg->group, &cfg->consumer, patterns, cnt, err,
+                                  errsize);
+        if (rt->rq) {
             kr_info("router", "requests: %zu pattern(s), replies read in group %s-client", cnt,
                     cfg->group);
+            kr_dispatch_set_requester(rt->d, rt->rq);
+            kr_consumer_wake_fd(kr_requester_consumer(rt->rq), wake_pipe[1]);
+        } else {
+            rc = -1;
+        }
+    } else if (cnt && kr_requester_add_patterns(rt->rq, patterns, cnt, err, errsize) < 0) {
+        rc = -1;
     }
     free(patterns);
-    return rq;
+    return rc;
+}
+
+/* Route folders on the command line: a .yaml file added there counts. */
+static void watch_generation(router_t *rt)
+{
+    if (!rt->watch)
+        return;
+    const kr_gen_t *gen = kr_dispatch_gen(rt->d);
+    const char **folders = calloc(rt->o->path_cnt + 1, sizeof(*folders));
+    if (!folders)
+        abort();
+    size_t folder_cnt = 0;
+    for (size_t i = 0; i < rt->o->path_cnt; i++) {
+        struct stat st;
+        if (stat(rt->o->paths[i], &st) == 0 && S_ISDIR(st.st_mode))
+            folders[folder_cnt++] = rt->o->paths[i];
+    }
+    kr_watch_set(rt->watch, (const char *const *)gen->files, gen->file_cnt, folders, folder_cnt);
+    free(folders);
+}
+
+static void set_last_reload(router_t *rt, const char *why, int ok, const kr_errors_t *errs)
+{
+    kr_buf_t b = {0};
+    char head[256];
+    snprintf(head, sizeof(head), "{\"generation\":%llu,\"ok\":%s,\"trigger\":",
+             (unsigned long long)kr_dispatch_gen(rt->d)->id, ok ? "true" : "false");
+    kr_buf_add(&b, head, strlen(head));
+    kr_json_add_string(&b, why, strlen(why));
+    snprintf(head, sizeof(head), ",\"reloads\":%llu,\"failures\":%llu,\"errors\":[",
+             (unsigned long long)rt->reloads, (unsigned long long)rt->reload_failures);
+    kr_buf_add(&b, head, strlen(head));
+    for (size_t i = 0; errs && i < errs->cnt; i++) {
+        if (i)
+            kr_buf_addc(&b, ',');
+        kr_json_add_string(&b, errs->msgs[i], strlen(errs->msgs[i]));
+    }
+    kr_buf_add(&b, "]}", 2);
+    kr_buf_addc(&b, '\0');
+    free(rt->last_reload);
+    rt->last_reload = b.data;
+}
+
+/* Builds a new generation off to the side and swaps it in at message
+ * boundaries; on any error the live one keeps serving. Returns 0 or -1. */
+static int reload(router_t *rt, const char *why)
+{
+    int64_t t0 = mono_ms();
+    kr_errors_t errs = {0};
+    kr_gen_t *cur = kr_dispatch_gen(rt->d);
+    rt->reloads++;
+    kr_gen_t *gen = kr_gen_build(&rt->gopts, cur, &errs);
+    if (!gen) {
+        rt->reload_failures++;
+        kr_error("reload", "%s: rejected, generation %llu keeps serving:", why,
+                 (unsigned long long)cur->id);
+        for (size_t i = 0; i < errs.cnt; i++)
+            kr_error("reload", "  %s", errs.msgs[i]);
+        set_last_reload(rt, why, 0, &errs);
+        kr_errors_free(&errs);
+        watch_generation(rt); /* a deleted file may have moved a watch */
+        return -1;
+    }
+    if (strcmp(gen->cfg->brokers, cur->cfg->brokers) != 0)
+        kr_warn("reload", "kafka.brokers changed: restart kroute to connect elsewhere");
+    size_t group_cnt = kr_dispatch_group_count(rt->d);
+    kr_group_t **changed = calloc(group_cnt + 1, sizeof(*changed));
+    if (!changed)
+        abort();
+    size_t changed_cnt;
+    kr_dispatch_swap(rt->d, gen, changed, &changed_cnt);
+    char err[1024];
+    /* a group whose topics changed resubscribes (its own rebalance);
+     * the others go on untouched */
+    for (size_t i = 0; i < changed_cnt; i++) {
+        kr_group_t *g = changed[i];
+        if (!kr_group_route_count(g) || !kr_group_consumer(g))
+            continue;
+        size_t sub_cnt;
+        const char *const *subs = kr_group_subscriptions(g, &sub_cnt);
+        kr_info("reload", "group=%s: subscription changed, resubscribing", kr_group_name(g));
+        if (kr_consumer_subscribe(kr_group_consumer(g), subs, sub_cnt, err, sizeof(err)) < 0)
+            kr_error("reload", "group=%s: %s", kr_group_name(g), err);
+    }
+    free(changed);
+    /* groups left without routes commit what they finished and leave */
+    for (size_t i = kr_dispatch_group_count(rt->d); i-- > 0;) {
+        kr_group_t *g = kr_dispatch_group_at(rt->d, i);
+        if (kr_group_route_count(g))
+            continue;
+        kr_info("reload", "group=%s: no routes left; committing and leaving the group",
+                kr_group_name(g));
+        if (kr_group_consumer(g))
+            kr_consumer_close(kr_group_consumer(g));
+        kr_group_set_consumer(g, NULL);
+        kr_dispatch_group_remove(rt->d, g);
+    }
+    if (open_groups(rt, err, sizeof(err)) < 0)
+        kr_error("reload", "%s", err);
+    kr_info("reload", "%s: generation %llu live (%zu route(s), built in %lld ms)", why,
+            (unsigned long long)gen->id, gen->cfg->route_cnt, (long long)(mono_ms() - t0));
+    log_routes(gen->cfg);
+    set_last_reload(rt, why, 1, NULL);
+    watch_generation(rt);
+    return 0;
+}
+
+/* ---------- admin endpoint answers (router thread) ---------- */
+
+static void metric(kr_buf_t *b, const char *name, const char *type, const char *help,
+                   double value)
+{
+    char line[512];
+    int n = snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help,
+                     name, type, name, value);
+    kr_buf_add(b, line, (size_t)n);
+}
+
+static int admin_answer(void *ctx, const char *method, const char *path, kr_buf_t *body,
+                        const char **type)
+{
+    router_t *rt = ctx;
+    if (!strcmp(path, "/reload")) {
+        *type = "application/json";
+        if (!strcmp(method, "POST")) {
+            reload(rt, "POST /reload");
+        } else if (strcmp(method, "GET") != 0) {
+            kr_buf_add(body, "{\"error\":\"use GET or POST\"}\n", 27);
+            return 405;
+        }
+        if (!rt->last_reload)
+            set_last_reload(rt, "start", 1, NULL);
+        kr_buf_add(body, rt->last_reload, strlen(rt->last_reload));
+        kr_buf_addc(body, '\n');
+        return 200;
+    }
+    if (!strcmp(path, "/metrics")) {
+        *type = "text/plain; version=0.0.4";
+        metric(body, "kroute_config_generation", "gauge", "Generation of the live routes",
+               (double)kr_dispatch_gen(rt->d)->id);
+        metric(body, "kroute_reloads_total", "counter", "Reloads attempted",
+               (double)rt->reloads);
+        metric(body, "kroute_reload_failures_total", "counter",
+               "Reloads rejected (the previous generation kept serving)",
+               (double)rt->reload_failures);
+        metric(body, "kroute_uptime_seconds", "gauge", "Seconds since kroute started",
+               (double)(time(NULL) - rt->started));
+        return 200;
+    }
+    if (!strcmp(path, "/healthz")) {
+        *type = "text/plain";
+        kr_buf_add(body, "ok\n", 3);
+        return 200;
+    }
+    *type = "text/plain";
+    static const char nf[] = "not found: try /metrics, /healthz or /reload\n";
+    kr_buf_add(body, nf, sizeof(nf) - 1);
+    return 404;
 }
 
 /* Serves the groups until a stop signal or a fatal error. */
-static void event_loop(kr_dispatch_t *d, kr_producer_t *p, kr_consumer_t **consumers,
-                       kr_group_t **groups, size_t group_cnt)
+static void event_loop(router_t *rt)
 {
+    kr_dispatch_t *d = rt->d;
     rd_kafka_message_t *rkms[BATCH];
     while (!stop_requested && !kr_dispatch_fatal(d)) {
         if (reload_requested) {
             reload_requested = 0;
-            kr_warn("router", "SIGHUP received: hot reload is not available in this version; "
-                              "restart kroute to apply route changes");
+            reload(rt, "SIGHUP");
         }
+        if (rt->reload_at_ms && mono_ms() >= rt->reload_at_ms) {
+            rt->reload_at_ms = 0;
+            reload(rt, "file change");
+        }
+        kr_admin_serve(rt->admin, admin_answer, rt);
         size_t got = 0;
-        for (size_t i = 0; i < group_cnt; i++) {
+        for (size_t i = 0; i < kr_dispatch_group_count(d); i++) {
+            kr_group_t *g = kr_dispatch_group_at(d, i);
+            kr_consumer_t *c = kr_group_consumer(g);
             ssize_t n;
             /* a full queue is handled batch by batch so a stop request is
              * seen within one batch, not after everything prefetched */
-            while (!stop_requested && (n = kr_consumer_poll(consumers[i], 0, rkms, BATCH)) > 0) {
+            while (c && !stop_requested && (n = kr_consumer_poll(c, 0, rkms, BATCH)) > 0) {
                 for (ssize_t j = 0; j < n; j++)
-                    kr_dispatch_message(groups[i], rkms[j]);
+                    kr_dispatch_message(g, rkms[j]);
                 got += (size_t)n;
                 if (n < BATCH)
                     break;
             }
         }
         got += kr_dispatch_poll_replies(d);
-        kr_producer_poll(p, 0);
+        kr_producer_poll(rt->p, 0);
         int next = kr_dispatch_tick(d);
         char pfatal[256];
-        if (kr_producer_fatal(p, pfatal, sizeof(pfatal))) {
+        if (kr_producer_fatal(rt->p, pfatal, sizeof(pfatal))) {
             kr_error("router", "fatal producer error: %s", pfatal);
             kr_dispatch_set_fatal(d);
             break;
@@ -191,11 +417,19 @@ static void event_loop(kr_dispatch_t *d, kr_producer_t *p, kr_consumer_t **consu
         if (got)
             continue;
         int timeout = next >= 0 && next < 100 ? next : 100;
-        struct pollfd pfd = {.fd = wake_pipe[0], .events = POLLIN};
-        if (poll(&pfd, 1, timeout) > 0) {
+        if (rt->reload_at_ms) {
+            int64_t left = rt->reload_at_ms - mono_ms();
+            timeout = left < timeout ? (int)(left > 0 ? left : 0) : timeout;
+        }
+        struct pollfd pfd[2] = {{.fd = wake_pipe[0], .events = POLLIN},
+                                {.fd = rt->watch ? kr_watch_fd(rt->watch) : -1,
+                                 .events = POLLIN}};
+        if (poll(pfd, 2, timeout) > 0) {
             char buf[256];
             while (read(wake_pipe[0], buf, sizeof(buf)) > 0)
                 ;
+            if (rt->watch && (pfd[1].revents & POLLIN) && kr_watch_read(rt->watch))
+                rt->reload_at_ms = mono_ms() + DEBOUNCE_MS; /* let the editor finish */
         }
     }
 }
@@ -205,128 +439,115 @@ int kr_router_run(const kr_router_opts_t *o)
     int rc = 1;
     kr_errors_t errs = {0};
     kr_broker_t *broker = NULL;
-    kr_producer_t *p = NULL;
-    kr_dispatch_t *d = NULL;
     rd_kafka_queue_t *pq = NULL;
-    int nworkers = o->workers > 0 ? o->workers : 1;
-    kr_worker_t **workers = calloc((size_t)nworkers, sizeof(*workers));
-    kr_consumer_t **consumers = NULL;
-    kr_requester_t *rq = NULL;
-    kr_group_t **groups = NULL;
-    size_t group_cnt = 0;
+    router_t rt_s, *rt = &rt_s;
+    memset(rt, 0, sizeof(*rt));
+    rt->o = o;
+    rt->gopts = gen_opts(o);
+    rt->started = time(NULL);
     char err[1024];
 
-    kr_config_t *cfg = load_config(o, &errs);
-    for (int i = 0; cfg && i < nworkers && !errs.cnt; i++)
-        workers[i] = kr_worker_new(i, cfg, o->lua_dir, &errs);
-    if (errs.cnt) {
+    kr_gen_t *gen = kr_gen_build(&rt->gopts, NULL, &errs);
+    if (!gen) {
         print_errors(&errs);
         rc = 2;
         goto out;
     }
+    rt->d = kr_dispatch_new(gen);
+    const kr_config_t *cfg = gen->cfg;
     if (pipe2(wake_pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
         kr_error("router", "pipe: %s", strerror(errno));
         goto out;
     }
     install_signals();
-    if (o->admin && strcmp(o->admin, "off") != 0)
-        kr_info("router", "--admin %s: the admin endpoint is not built in this version", o->admin);
+    const char *admin = o->admin ? o->admin : "127.0.0.1:9464";
+    if (strcmp(admin, "off") != 0) {
+        rt->admin = kr_admin_start(admin, wake_pipe[1], err, sizeof(err));
+        if (!rt->admin) {
+            kr_error("router", "%s", err);
+            rc = 2;
+            goto out;
+        }
+    }
+    if (o->watch) {
+        rt->watch = kr_watch_new(err, sizeof(err));
+        if (!rt->watch)
+            kr_warn("router", "%s: file changes will not reload (SIGHUP still does)", err);
+    }
 
-    const char *brokers = cfg->brokers;
-    if (!strcmp(brokers, "embedded")) {
+    /* kept for the process's life: a reload frees the config it came from */
+    rt->brokers = strdup(cfg->brokers);
+    if (!strcmp(rt->brokers, "embedded")) {
         broker = kr_broker_start(1, 0, err, sizeof(err));
         if (!broker) {
             kr_error("router", "%s", err);
             goto out;
         }
-        brokers = kr_broker_bootstraps(broker);
-        kr_info("router", "embedded broker listening on %s", brokers);
+        free(rt->brokers);
+        rt->brokers = strdup(kr_broker_bootstraps(broker));
+        kr_info("router", "embedded broker listening on %s", rt->brokers);
     }
-    log_summary(cfg, brokers, nworkers);
+    kr_info("router", "serving %zu route(s) from %zu file(s); brokers=%s group=%s workers=%d",
+            cfg->route_cnt, cfg->file_cnt, rt->brokers, cfg->group, rt->gopts.workers);
+    log_routes(cfg);
 
-    d = kr_dispatch_new(cfg, workers, nworkers);
-    p = kr_producer_new(brokers, &cfg->producer, kr_dispatch_delivered, d, err, sizeof(err));
-    if (!p) {
+    rt->p = kr_producer_new(rt->brokers, &cfg->producer, kr_dispatch_delivered, rt->d, err,
+                            sizeof(err));
+    if (!rt->p) {
         kr_error("router", "%s", err);
         goto out;
     }
-    kr_dispatch_set_producer(d, p);
-    pq = rd_kafka_queue_get_main(kr_producer_handle(p));
+    kr_dispatch_set_producer(rt->d, rt->p);
+    pq = rd_kafka_queue_get_main(kr_producer_handle(rt->p));
     rd_kafka_queue_io_event_enable(pq, wake_pipe[1], "p", 1);
 
     /* one consumer per group: the default group and every route's own */
-    for (size_t i = 0; i < cfg->route_cnt; i++) {
-        const char *gname = cfg->routes[i].group ? cfg->routes[i].group : cfg->group;
-        kr_group_t *g = kr_dispatch_group(d, gname);
-        size_t j;
-        for (j = 0; j < group_cnt && groups[j] != g; j++)
-            ;
-        if (j < group_cnt)
-            continue;
-        groups = realloc(groups, (group_cnt + 1) * sizeof(*groups));
-        consumers = realloc(consumers, (group_cnt + 1) * sizeof(*consumers));
-        kr_consumer_hooks_t hooks = {kr_dispatch_assigned, kr_dispatch_revoked, g};
-        kr_consumer_t *c = kr_consumer_new(brokers, gname, &cfg->consumer, &hooks, err,
-                                           sizeof(err));
-        if (!c) {
-            kr_error("router", "%s", err);
-            goto out;
-        }
-        groups[group_cnt] = g;
-        consumers[group_cnt++] = c;
-        kr_group_set_consumer(g, c);
-        size_t sub_cnt;
-        const char *const *subs = kr_group_subscriptions(g, &sub_cnt);
-        if (kr_consumer_subscribe(c, subs, sub_cnt, err, sizeof(err)) < 0) {
-            kr_error("router", "%s", err);
-            goto out;
-        }
-        kr_consumer_wake_fd(c, wake_pipe[1]);
-    }
-    rq = start_requester(cfg, brokers, err, sizeof(err));
-    if (!rq && err[0]) {
+    if (open_groups(rt, err, sizeof(err)) < 0) {
         kr_error("router", "%s", err);
         goto out;
     }
-    if (rq) {
-        kr_dispatch_set_requester(d, rq);
-        kr_consumer_wake_fd(kr_requester_consumer(rq), wake_pipe[1]);
-    }
-    kr_info("router", "running (pid %d); SIGTERM or Ctrl-C to stop", (int)getpid());
+    watch_generation(rt);
+    kr_info("router", "running (pid %d, generation 1); admin %s; watching %s; SIGTERM or "
+                      "Ctrl-C to stop, SIGHUP to reload",
+            (int)getpid(), rt->admin ? kr_admin_url(rt->admin) : "off",
+            rt->watch ? "route and handler files" : "nothing (--no-watch)");
 
-    event_loop(d, p, consumers, groups, group_cnt);
+    event_loop(rt);
 
-    int fatal = kr_dispatch_fatal(d) || kr_producer_fatal(p, err, sizeof(err));
+    int fatal = kr_dispatch_fatal(rt->d) || kr_producer_fatal(rt->p, err, sizeof(err));
     kr_info("router", "stopping: waiting for outputs in flight, then committing");
     signal(SIGALRM, on_shutdown_timeout);
     alarm(SHUTDOWN_LIMIT_S);
-    int undelivered = kr_dispatch_drain(d, DRAIN_TIMEOUT_MS);
+    int undelivered = kr_dispatch_drain(rt->d, DRAIN_TIMEOUT_MS);
     if (undelivered)
         kr_warn("router", "%d output(s) still undelivered after %d ms; their inputs stay "
                           "uncommitted and will be redelivered",
                 undelivered, DRAIN_TIMEOUT_MS);
     rc = fatal ? 1 : 0;
 out:
-    if (d)
-        kr_dispatch_set_requester(d, NULL);
-    kr_requester_free(rq);
-    for (size_t i = 0; i < group_cnt; i++) {
-        kr_consumer_close(consumers[i]);
-        kr_group_set_consumer(groups[i], NULL);
+    kr_admin_stop(rt->admin);
+    if (rt->d)
+        kr_dispatch_set_requester(rt->d, NULL);
+    kr_requester_free(rt->rq);
+    for (size_t i = 0; rt->d && i < kr_dispatch_group_count(rt->d); i++) {
+        kr_group_t *g = kr_dispatch_group_at(rt->d, i);
+        if (kr_group_consumer(g))
+            kr_consumer_close(kr_group_consumer(g));
+        kr_group_set_consumer(g, NULL);
     }
-    free(consumers);
-    free(groups);
     if (pq) {
         rd_kafka_queue_io_event_enable(pq, -1, NULL, 0);
         rd_kafka_queue_destroy(pq);
     }
-    kr_producer_free(p);
-    kr_dispatch_free(d);
-    for (int i = 0; i < nworkers; i++)
-        kr_worker_free(workers[i]);
-    free(workers);
+    kr_producer_free(rt->p);
+    if (rt->d)
+        kr_dispatch_free(rt->d);
+    else
+        kr_gen_unref(gen);
+    kr_watch_free(rt->watch);
+    free(rt->last_reload);
+    free(rt->brokers);
     kr_broker_stop(broker);
-    kr_config_free(cfg);
     kr_errors_free(&errs);
     if (wake_pipe[0] >= 0) {
         close(wake_pipe[0]);

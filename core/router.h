@@ -12,7 +12,7 @@ typedef struct kr_router_opts {
     const char *brokers;   /* --brokers, overrides kafka.brokers */
     const char *group;     /* --group, overrides kafka.group */
     int workers;           /* --workers */
-    const char *admin;     /* --admin (endpoint not built yet) */
+    const char *admin;     /* --admin HOST:PORT or off (default 127.0.0.1:9464) */
     int watch;             /* !--no-watch */
     const char *lua_dir;   /* kroute's lua/ folder */
 } kr_router_opts_t;

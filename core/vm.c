@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "lapi.h"
 #include "log.h"
 #include "message.h"
@@ -32,6 +33,10 @@ struct kr_vm {
     size_t mem_used, mem_limit;
     int enforce;    /* the cap applies only while handler code runs */
     int handle_ref; /* registry ref of the handle function */
+    int state_ref;  /* the handler table's reload_state function, if any */
+    const char *prev_state; /* JSON from the previous generation, for init(prev) */
+    char **files;   /* the handler file and every module it required */
+    size_t file_cnt;
     int64_t started_ns, deadline_ns; /* monotonic; 0 = no run in progress */
     int timed_out;
 };
@@ -110,6 +115,16 @@ static kr_vm_t *vm_of(lua_State *L)
     return lua_touserdata(L, lua_upvalueindex(1));
 }
 
+/* Remembers a file this VM loaded: a reload watches them all. */
+static void vm_add_file(kr_vm_t *vm, const char *path)
+{
+    char **files = realloc(vm->files, (vm->file_cnt + 1) * sizeof(*files));
+    if (!files || !(files[vm->file_cnt] = strdup(path)))
+        abort();
+    vm->files = files;
+    vm->file_cnt++;
+}
+
 /* require(name): preloaded modules, then <handler dir>/<name>.lua,
  * <lua dir>/<name>.lua and .../<name>/init.lua; text chunks only. */
 static int l_require(lua_State *L)
@@ -145,6 +160,7 @@ static int l_require(lua_State *L)
             }
             if (luaL_loadfilex(L, path, "t") != LUA_OK)
                 return lua_error(L);
+            vm_add_file(vm, path);
             lua_pushstring(L, name);
             lua_pushstring(L, path);
             lua_call(L, 2, 1);
@@ -243,11 +259,29 @@ static int load_entry(lua_State *L)
     lua_call(L, 0, 1);
     if (lua_istable(L, -1)) {
         int t = lua_gettop(L);
+        if (lua_getfield(L, t, "reload_state") != LUA_TNIL) {
+            if (!lua_isfunction(L, -1))
+                return luaL_error(L, "%s:1: reload_state must be a function, not %s", path,
+                                  luaL_typename(L, -1));
+            vm->state_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        } else {
+            lua_pop(L, 1);
+        }
         if (lua_getfield(L, t, "init") != LUA_TNIL) {
             if (!lua_isfunction(L, -1))
                 return luaL_error(L, "%s:1: init must be a function, not %s", path,
                                   luaL_typename(L, -1));
-            if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+            /* init(prev): what the previous generation's reload_state()
+             * returned, carried over as JSON (nil on a first start) */
+            int nargs = 0;
+            if (vm->prev_state) {
+                char err[256];
+                if (kr_json_decode(L, vm->prev_state, strlen(vm->prev_state), err,
+                                   sizeof(err)) < 0)
+                    lua_pushnil(L);
+                nargs = 1;
+            }
+            if (lua_pcall(L, nargs, 0, 0) != LUA_OK) {
                 lua_pushfstring(L, "%s (in init)", luaL_tolstring(L, -1, NULL));
                 return lua_error(L);
             }
@@ -329,6 +363,9 @@ kr_vm_t *kr_vm_new(const kr_vm_opts_t *opts, char *errstr, size_t errsize)
     vm->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 5000;
     vm->mem_limit = opts->memory ? opts->memory : (64u << 20);
     vm->handle_ref = LUA_NOREF;
+    vm->state_ref = LUA_NOREF;
+    vm->prev_state = opts->prev_state;
+    vm_add_file(vm, opts->handler);
     vm->L = lua_newstate(vm_alloc, vm);
     if (!vm->L) {
         snprintf(errstr, errsize, "%s:1: cannot create a Lua state", opts->handler);
@@ -344,6 +381,7 @@ kr_vm_t *kr_vm_new(const kr_vm_opts_t *opts, char *errstr, size_t errsize)
      * alone exceeds `memory` is a configuration error */
     if (load_handler(vm, opts->handler, errstr, errsize) < 0)
         goto fail;
+    vm->prev_state = NULL;
     return vm;
 fail:
     kr_vm_free(vm);
@@ -517,10 +555,57 @@ size_t kr_vm_memory(const kr_vm_t *vm)
     return vm->mem_used;
 }
 
+const char *const *kr_vm_files(const kr_vm_t *vm, size_t *cnt)
+{
+    *cnt = vm->file_cnt;
+    return (const char *const *)vm->files;
+}
+
+/* Runs protected: reload_state() -> JSON text in the kr_buf_t. */
+static int export_entry(lua_State *L)
+{
+    kr_vm_t *vm = lua_touserdata(L, 1);
+    kr_buf_t *out = lua_touserdata(L, 2);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->state_ref);
+    lua_call(L, 0, 1);
+    char err[256];
+    if (kr_json_encode(L, -1, out, err, sizeof(err)) < 0)
+        return luaL_error(L, "reload_state: the state cannot be carried over as JSON: %s", err);
+    return 0;
+}
+
+int kr_vm_export_state(kr_vm_t *vm, kr_buf_t *out, char *errstr, size_t errsize)
+{
+    if (vm->state_ref == LUA_NOREF)
+        return 0;
+    lua_State *L = vm->L;
+    lua_pushcfunction(L, export_entry);
+    lua_pushlightuserdata(L, vm);
+    lua_pushlightuserdata(L, out);
+    vm->enforce = 1;
+    deadline_start(vm);
+    int status = lua_pcall(L, 2, 0, 0);
+    deadline_stop(vm, NULL);
+    vm->enforce = 0;
+    if (status != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        snprintf(errstr, errsize, "%s (in reload_state)", msg ? msg : "error");
+        lua_settop(L, 0);
+        out->len = 0;
+        return -1;
+    }
+    lua_settop(L, 0);
+    kr_buf_addc(out, '\0');
+    return 1;
+}
+
 void kr_vm_free(kr_vm_t *vm)
 {
     if (!vm)
         return;
+    for (size_t i = 0; i < vm->file_cnt; i++)
+        free(vm->files[i]);
+    free(vm->files);
     if (vm->L)
         lua_close(vm->L);
     free(vm->name);

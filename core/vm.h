@@ -5,6 +5,8 @@
 #ifndef KR_VM_H
 #define KR_VM_H
 
+#include "buf.h"
+
 #include <lua.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,6 +19,7 @@ typedef struct kr_vm_opts {
     const char *lua_dir;  /* kroute's lua/ folder for require, or NULL */
     int64_t timeout_ms;   /* wall time per run */
     size_t memory;        /* allocator cap in bytes */
+    const char *prev_state; /* JSON passed to init(prev) on a reload, or NULL */
 } kr_vm_opts_t;
 
 typedef struct kr_vm kr_vm_t;
@@ -37,6 +40,11 @@ int kr_vm_run(kr_vm_t *vm, kr_run_t *run);
 int kr_vm_resume(kr_vm_t *vm, kr_run_t *run, const char *value, size_t len, const char *err);
 /* Drops a yielded run (revoke, shutdown): its outputs are discarded. */
 void kr_vm_abandon(kr_vm_t *vm, kr_run_t *run);
+/* Files the VM loaded: the handler, then every module it required. */
+const char *const *kr_vm_files(const kr_vm_t *vm, size_t *cnt);
+/* Calls the handler's reload_state() and appends its result as JSON text
+ * (NUL-terminated) to out: 1 done, 0 no reload_state, -1 failed. */
+int kr_vm_export_state(kr_vm_t *vm, kr_buf_t *out, char *errstr, size_t errsize);
 /* Bytes currently allocated by the VM. */
 size_t kr_vm_memory(const kr_vm_t *vm);
 void kr_vm_free(kr_vm_t *vm);

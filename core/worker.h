@@ -14,8 +14,11 @@ typedef struct kr_worker {
     size_t vm_cnt;
 } kr_worker_t;
 
-/* Returns NULL and adds "file:line: message" errors if any handler fails. */
+/* Returns NULL and adds "file:line: message" errors if any handler fails.
+ * With a previous worker (a reload), each route's init(prev) receives what
+ * the same-named route's reload_state() returned there. */
 kr_worker_t *kr_worker_new(int id, const kr_config_t *cfg, const char *lua_dir,
+                           const kr_worker_t *prev, const kr_config_t *prev_cfg,
                            kr_errors_t *errs);
 void kr_worker_free(kr_worker_t *w);
 

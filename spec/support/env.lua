@@ -118,7 +118,9 @@ Router.__index = Router
 function env.kroute(paths, brokers, opts)
   opts = opts or {}
   local dir = env.tmpdir()
-  local argv = {env.bin, "run", "--log-level", opts.log_level or "info"}
+  -- an admin port of its own: specs run several instances side by side
+  local argv = {env.bin, "run", "--log-level", opts.log_level or "info",
+                "--admin", opts.admin or "127.0.0.1:0"}
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
   for _, p in ipairs(type(paths) == "table" and paths or {paths}) do argv[#argv + 1] = p end
   local r = setmetatable({dir = dir, log = dir .. "/kroute.log"}, Router)
@@ -128,6 +130,27 @@ function env.kroute(paths, brokers, opts)
 end
 
 function Router:logtext() return env.read(self.log) end
+
+--- The admin endpoint's base URL, once kroute is running.
+function Router:admin_url(timeout_ms)
+  return self:wait_log("admin (http://[^;%s]+);", timeout_ms or 20000)
+end
+
+--- An HTTP request to the admin endpoint with curl: status, body.
+function env.http(method, url)
+  local p = assert(io.popen(("curl -s -m 60 -X %s -w '\n%%{http_code}' '%s'"):format(method, url)))
+  local out = p:read("a")
+  p:close()
+  local body, status = out:match("^(.*)\n(%d+)$")
+  return tonumber(status), body
+end
+
+--- GET /reload of a running kroute, decoded.
+function Router:reload_status()
+  local status, body = env.http("GET", self:admin_url() .. "/reload")
+  assert(status == 200, "GET /reload: " .. tostring(status) .. " " .. tostring(body))
+  return require("kroute.native").json.decode(body)
+end
 
 --- Waits until the log matches a Lua pattern; returns the first capture.
 function Router:wait_log(pattern, timeout_ms)

@@ -1,0 +1,48 @@
+/* generation.h - one loaded configuration: the routes, the handler VMs of
+ * every worker, and the files it was built from. A reload builds a new
+ * generation beside the live one and swaps it in; each message holds a
+ * reference to the generation it started on, so an old generation lives
+ * until its last in-flight message is done. */
+#ifndef KR_GENERATION_H
+#define KR_GENERATION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "errors.h"
+#include "worker.h"
+
+typedef struct kr_gen_opts {
+    const char *const *paths; /* route files and folders */
+    size_t path_cnt;
+    const char *brokers;      /* overrides kafka.brokers, or NULL */
+    const char *group;        /* overrides kafka.group, or NULL */
+    const char *lua_dir;      /* kroute's lua/ folder */
+    int workers;              /* VMs per route */
+} kr_gen_opts_t;
+
+typedef struct kr_gen {
+    uint64_t id;              /* 1 for the first, +1 per successful reload */
+    kr_config_t *cfg;
+    kr_worker_t **workers;
+    int worker_cnt;
+    char **files;             /* route files and every Lua file handlers loaded */
+    size_t file_cnt;
+    void **owned;             /* arrays that live as long as the generation */
+    size_t owned_cnt;
+    int refs;
+} kr_gen_t;
+
+/* Parses and checks the route files, then compiles, loads and inits every
+ * handler in fresh VMs. `prev` (may be NULL) hands route state over through
+ * reload_state()/init(prev). Returns NULL with "file:line..." errors. The
+ * new generation has one reference, held by the caller. */
+kr_gen_t *kr_gen_build(const kr_gen_opts_t *o, const kr_gen_t *prev, kr_errors_t *errs);
+/* Allocates zeroed memory freed with the generation. */
+void *kr_gen_alloc(kr_gen_t *g, size_t size);
+void kr_gen_ref(kr_gen_t *g);
+/* Drops a reference; the last one frees the generation and its VMs. */
+void kr_gen_unref(kr_gen_t *g);
+
+#endif
