@@ -96,9 +96,11 @@ test-integration: all
 test-asan: all $(BUILD)/kroute-asan
 	@sh spec/run.sh asan
 
-# Benchmarks (figures, never pass/fail): request/reply against NestJS.
+# Benchmarks (figures, never pass/fail): request/reply against NestJS, and
+# hot reload latency and throughput with 100 routes.
 bench: deps all
 	@lua5.4 spec/bench/request_bench.lua
+	@lua5.4 spec/bench/reload_bench.lua
 
 # kroute under valgrind for the main routing paths (not part of `make test`:
 # it is slow); a leak or memory error makes kroute exit 66 and the spec fail.

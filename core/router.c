@@ -105,7 +105,7 @@ int kr_router_check(const kr_router_opts_t *o)
     return rc;
 }
 
-static void log_routes(const kr_config_t *cfg)
+static void log_routes(const kr_config_t *cfg, int level)
 {
     for (size_t i = 0; i < cfg->route_cnt; i++) {
         const kr_route_t *r = &cfg->routes[i];
@@ -115,9 +115,9 @@ static void log_routes(const kr_config_t *cfg)
         for (size_t j = 0; j < r->pattern_cnt && len < sizeof(match) - 64; j++)
             len += (size_t)snprintf(match + len, sizeof(match) - len, "%s%s", j ? "," : "",
                                     r->patterns[j].text);
-        kr_info("router", "  route %s: %s -> %s (group %s, handler %s)", r->name, match,
-                r->to ? r->to : "(handler chooses)", r->group ? r->group : cfg->group,
-                r->handler);
+        kr_log(level, "router", "  route %s: %s -> %s (group %s, handler %s)", r->name, match,
+               r->to ? r->to : "(handler chooses)", r->group ? r->group : cfg->group,
+               r->handler);
     }
 }
 
@@ -316,7 +316,8 @@ static int reload(router_t *rt, const char *why)
         kr_error("reload", "%s", err);
     kr_info("reload", "%s: generation %llu live (%zu route(s), built in %lld ms)", why,
             (unsigned long long)gen->id, gen->cfg->route_cnt, (long long)(mono_ms() - t0));
-    log_routes(gen->cfg);
+    if (kr_log_enabled(KR_LOG_DEBUG))
+        log_routes(gen->cfg, KR_LOG_DEBUG);
     set_last_reload(rt, why, 1, NULL);
     watch_generation(rt);
     return 0;
@@ -489,7 +490,7 @@ int kr_router_run(const kr_router_opts_t *o)
     }
     kr_info("router", "serving %zu route(s) from %zu file(s); brokers=%s group=%s workers=%d",
             cfg->route_cnt, cfg->file_cnt, rt->brokers, cfg->group, rt->gopts.workers);
-    log_routes(cfg);
+    log_routes(cfg, KR_LOG_INFO);
 
     rt->p = kr_producer_new(rt->brokers, &cfg->producer, kr_dispatch_delivered, rt->d, err,
                             sizeof(err));
