@@ -315,6 +315,18 @@ static int load_entry(lua_State *L)
     return 0;
 }
 
+/* lua_pcall of a function and nargs arguments on the main thread, under
+ * the memory cap and the deadline (loading, init, reload_state). */
+static int limited_pcall(kr_vm_t *vm, int nargs)
+{
+    vm->enforce = 1;
+    deadline_start(vm);
+    int status = lua_pcall(vm->L, nargs, 0, 0);
+    deadline_stop(vm, NULL);
+    vm->enforce = 0;
+    return status;
+}
+
 /* Loads the handler under the memory cap and the deadline, all inside
  * one pcall: even a failed allocation while anchoring is caught. */
 static int load_handler(kr_vm_t *vm, const char *path, char *errstr, size_t errsize)
@@ -323,11 +335,7 @@ static int load_handler(kr_vm_t *vm, const char *path, char *errstr, size_t errs
     lua_pushcfunction(L, load_entry);
     lua_pushlightuserdata(L, vm);
     lua_pushstring(L, path);
-    vm->enforce = 1;
-    deadline_start(vm);
-    int status = lua_pcall(L, 2, 0, 0);
-    deadline_stop(vm, NULL);
-    vm->enforce = 0;
+    int status = limited_pcall(vm, 2);
     if (status != LUA_OK) {
         const char *msg = lua_tostring(L, -1);
         if (status == LUA_ERRMEM)
@@ -582,11 +590,7 @@ int kr_vm_export_state(kr_vm_t *vm, kr_buf_t *out, char *errstr, size_t errsize)
     lua_pushcfunction(L, export_entry);
     lua_pushlightuserdata(L, vm);
     lua_pushlightuserdata(L, out);
-    vm->enforce = 1;
-    deadline_start(vm);
-    int status = lua_pcall(L, 2, 0, 0);
-    deadline_stop(vm, NULL);
-    vm->enforce = 0;
+    int status = limited_pcall(vm, 2);
     if (status != LUA_OK) {
         const char *msg = lua_tostring(L, -1);
         snprintf(errstr, errsize, "%s (in reload_state)", msg ? msg : "error");

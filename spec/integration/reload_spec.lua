@@ -281,20 +281,7 @@ return function(msg)
 end
 ]]
     env.write(dir .. "/caller/caller.lua", (caller:gsub("VERSION", "old")))
-    env.write(dir .. "/responder/r.yaml", env.fast_kafka .. [[
-routes:
-  - name: sum
-    match: sum
-    handler: sum.lua
-    reply: nest
-]])
-    env.write(dir .. "/responder/sum.lua", [[
-return function(msg)
-  local t = 0
-  for _, n in ipairs(msg.data) do t = t + n end
-  return t
-end
-]])
+    env.write_sum_responder(dir .. "/responder")
     local a = env.kroute(dir .. "/caller", broker.addr)
     assert.is_truthy(a:wait_log("group=kroute%-client assigned", 40000), a:logtext())
     assert.is_truthy(a:wait_log("group=kroute assigned", 40000), a:logtext())

@@ -7,20 +7,7 @@ local ts = env.ts
 local json = require("kroute.native").json
 
 local function write_routes(dir)
-  env.write(dir .. "/responder/r.yaml", env.fast_kafka .. [[
-routes:
-  - name: sum
-    match: sum
-    handler: sum.lua
-    reply: nest
-]])
-  env.write(dir .. "/responder/sum.lua", [[
-return function(msg)
-  local total = 0
-  for _, n in ipairs(msg.data) do total = total + n end
-  return total
-end
-]])
+  env.write_sum_responder(dir .. "/responder")
   env.write(dir .. "/caller/r.yaml", env.fast_kafka .. [[
 routes:
   - name: caller

@@ -110,6 +110,25 @@ kafka:
   producer: { linger.ms: 2 }
 ]]
 
+--- Writes a `reply: nest` route folder answering pattern "sum" with the
+-- sum of the numbers in the request (the specs' stand-in for a service).
+function env.write_sum_responder(dir)
+  env.write(dir .. "/r.yaml", env.fast_kafka .. [[
+routes:
+  - name: sum
+    match: sum
+    handler: sum.lua
+    reply: nest
+]])
+  env.write(dir .. "/sum.lua", [[
+return function(msg)
+  local total = 0
+  for _, n in ipairs(msg.data) do total = total + n end
+  return total
+end
+]])
+end
+
 local Router = {}
 Router.__index = Router
 
