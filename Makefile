@@ -19,7 +19,7 @@ LIBS    := -llua5.4 -lrdkafka -lyaml -lmicrohttpd -lpthread -lm
 BUILD   := build
 # the router core: everything but the CLI and test-only bindings
 CORE_SRCS := log.c errors.c pattern.c config.c json.c message.c record.c lapi.c vm.c \
-	worker.c generation.c watch.c admin.c kafkaconf.c producer.c consumer.c nest.c requester.c dispatch.c broker.c router.c \
+	worker.c generation.c pool.c watch.c admin.c kafkaconf.c producer.c consumer.c nest.c requester.c dispatch.c broker.c router.c \
 	replay.c
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/obj/%.o)
 PIC_OBJS  := $(CORE_SRCS:%.c=$(BUILD)/pic/%.o) $(BUILD)/pic/luamod.o $(BUILD)/pic/testsupport.o
@@ -98,9 +98,14 @@ test-asan: all $(BUILD)/kroute-asan
 
 # Benchmarks (figures, never pass/fail): request/reply against NestJS, and
 # hot reload latency and throughput with 100 routes.
-bench: deps all
+bench: deps all $(BUILD)/bench-passthrough
+	@lua5.4 spec/bench/throughput_bench.lua
 	@lua5.4 spec/bench/request_bench.lua
 	@lua5.4 spec/bench/reload_bench.lua
+
+# The C reference the throughput bench compares kroute with.
+$(BUILD)/bench-passthrough: spec/bench/passthrough.c | $(BUILD)/obj
+	$(CC) $(CFLAGS) $(WARN) -o $@ $< -lrdkafka
 
 # kroute under valgrind for the main routing paths (not part of `make test`:
 # it is slow); a leak or memory error makes kroute exit 66 and the spec fail.

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "message.h"
 #include "nest.h"
+#include "pool.h"
 #include "record.h"
 #include "vm.h"
 
@@ -41,6 +42,10 @@ typedef struct kr_inmsg {
     const kr_route_t *failed_route; /* route whose output failed */
     kr_run_t *run;                  /* the route run in progress */
     kr_vm_t *vm;                    /* ...and the VM it runs in */
+    int worker;                     /* ...which belongs to this pool thread */
+    int running;                    /* a pool thread has its run (job) */
+    int dropped;                    /* ...and the run is to be dropped when it ends */
+    kr_job_t job;
     int waiting;                    /* run suspended in kroute.request */
     int parked;                     /* ...until its reply topic is assigned */
     int64_t request_deadline_ms;
@@ -94,6 +99,9 @@ struct kr_group {
 
 struct kr_dispatch {
     kr_gen_t *gen; /* the live generation (one reference) */
+    kr_pool_t *pool;
+    size_t running;  /* messages with a job in the pool */
+    int draining;
     kr_producer_t *p;
     kr_group_t **groups;
     size_t group_cnt;
@@ -331,10 +339,16 @@ static void run_drop(kr_dispatch_t *d, kr_inmsg_t *m)
 {
     if (!m->run)
         return;
+    if (m->running) { /* its thread is in the VM: drop it when it is back */
+        m->dropped = 1;
+        return;
+    }
     unpark(d, m);
     if (d->rq)
         kr_requester_cancel(d->rq, m);
+    kr_pool_lock(d->pool, m->worker);
     kr_vm_abandon(m->vm, m->run);
+    kr_pool_unlock(d->pool, m->worker);
     kr_run_clear(m->run);
     free(m->run);
     m->run = NULL;
@@ -497,7 +511,8 @@ static kr_vm_t *vm_for(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route)
         h = d->rr++;
     else
         h = hash_bytes(m->view.topic, strlen(m->view.topic), (uint32_t)m->view.partition);
-    return m->gen->workers[h % (uint32_t)m->gen->worker_cnt]->vms[route->index];
+    m->worker = (int)(h % (uint32_t)m->gen->worker_cnt);
+    return m->gen->workers[m->worker]->vms[route->index];
 }
 
 static int64_t backoff_ms(const kr_route_t *route, int attempt)
@@ -646,19 +661,44 @@ static void give_up(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route,
     m->attempt = 0;
 }
 
+/* Hands m's run to its VM's pool thread: a fresh run, or the resumption
+ * of one that waited in kroute.request (value/err copied). The outcome
+ * comes back through kr_dispatch_poll_jobs. */
+static void submit(kr_dispatch_t *d, kr_inmsg_t *m, int kind, const void *value, size_t len,
+                   const char *err)
+{
+    kr_job_t *job = &m->job;
+    memset(job, 0, sizeof(*job));
+    job->kind = kind;
+    job->vm = m->vm;
+    job->run = m->run;
+    job->ctx = m;
+    if (value) {
+        job->value = malloc(len ? len : 1);
+        if (!job->value)
+            abort();
+        memcpy(job->value, value, len);
+        job->len = len;
+    }
+    job->err = err ? strdup(err) : NULL;
+    m->running = 1;
+    d->running++;
+    kr_pool_submit(d->pool, m->worker, job);
+}
+
 /* Acts on the outcome `rc` of the run of routes[route_pos]. Returns 1 when
  * m must wait (a retry or a reply), 0 when the route is done with it. */
 static int finish_run(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route, int rc)
 {
     const kr_msg_t *msg = &m->view;
     kr_run_t *run = m->run;
-    while (rc == KR_VM_YIELDED) {
+    if (rc == KR_VM_YIELDED) {
         const char *err = start_request(d, m, route);
-        if (!err) {
+        if (!err)
             m->waiting = 1;
-            return 1;
-        }
-        rc = kr_vm_resume(m->vm, run, NULL, 0, err);
+        else /* the request could not be sent: the handler gets nil, err */
+            submit(d, m, KR_JOB_RESUME, NULL, 0, err);
+        return 1;
     }
     /* every output needs a topic before any is produced: an incomplete
      * run fails as a whole (and is retried) rather than half-sent */
@@ -729,8 +769,8 @@ static int run_routes(kr_dispatch_t *d, kr_inmsg_t *m)
             abort();
         m->run->msg = &m->view;
         m->vm = vm_for(d, m, route);
-        if (finish_run(d, m, route, kr_vm_run(m->vm, m->run)))
-            return 1;
+        submit(d, m, KR_JOB_RUN, NULL, 0, NULL);
+        return 1;
     }
     return 0;
 }
@@ -747,12 +787,7 @@ static void on_reply(void *ctx, void *req_ctx, const void *value, size_t len, co
         return;
     m->waiting = 0;
     unpark(d, m);
-    const kr_route_t *route = m->routes[m->route_pos];
-    m->pending++; /* hold while its outputs are queued (see lane_pump) */
-    finish_run(d, m, route, kr_vm_resume(m->vm, m->run, value, len, err));
-    m->pending--;
-    if (m->lane)
-        lane_pump(d, m->lane);
+    submit(d, m, KR_JOB_RESUME, value, len, err);
 }
 
 #define KEY_BITS 4096 /* blocked-key filter of one pump: a collision only
@@ -766,12 +801,14 @@ static void lane_pump(kr_dispatch_t *d, kr_lane_t *lane)
 {
     uint64_t blocked[KEY_BITS / 64];
     int any_blocked = 0;
+    if (d->draining)
+        return;
     kr_inmsg_t *prev = NULL, *m = lane->todo;
     while (m && !d->fatal) {
         kr_inmsg_t *next = m->tnext;
         uint32_t bit = m->key_hash % KEY_BITS;
         int held = any_blocked && (blocked[bit / 64] >> (bit % 64) & 1);
-        if (!held && !m->waiting && !m->retry_at_ms) {
+        if (!held && !m->waiting && !m->retry_at_ms && !m->running) {
             m->pending++; /* hold: delivery reports served while producing must
                              not finish m before all its outputs are queued */
             int waiting = run_routes(d, m);
@@ -858,6 +895,37 @@ void kr_dispatch_message(kr_group_t *g, rd_kafka_message_t *rkm)
 void kr_dispatch_set_requester(kr_dispatch_t *d, kr_requester_t *rq)
 {
     d->rq = rq;
+}
+
+void kr_dispatch_set_pool(kr_dispatch_t *d, kr_pool_t *pool)
+{
+    d->pool = pool;
+}
+
+size_t kr_dispatch_poll_jobs(kr_dispatch_t *d)
+{
+    size_t n = 0;
+    for (kr_job_t *job = kr_pool_finished(d->pool), *next; job; job = next, n++) {
+        next = job->next;
+        kr_inmsg_t *m = job->ctx;
+        free(job->value);
+        free(job->err);
+        m->running = 0;
+        d->running--;
+        if (m->dropped || !m->lane) {
+            /* revoked or stopping while it ran: nothing it did counts */
+            m->dropped = 0;
+            run_drop(d, m);
+            if (!m->lane && m->pending == 0)
+                inmsg_free(d, m);
+            continue;
+        }
+        m->pending++; /* hold while its outputs are queued (see lane_pump) */
+        finish_run(d, m, m->routes[m->route_pos], job->rc);
+        m->pending--;
+        lane_pump(d, m->lane); /* m's next route, or what waited behind it */
+    }
+    return n;
 }
 
 size_t kr_dispatch_poll_replies(kr_dispatch_t *d)
@@ -957,7 +1025,7 @@ void kr_dispatch_delivered(void *ctx, void *msg_opaque, rd_kafka_resp_err_t err)
     free(out);
     m->pending--;
     if (!m->lane) { /* orphaned by a revoke: nothing to store */
-        if (m->pending == 0)
+        if (m->pending == 0 && !m->running)
             inmsg_free(d, m);
         return;
     }
@@ -985,7 +1053,7 @@ static void lane_drop(kr_dispatch_t *d, kr_lane_t *lane)
         m->lane = NULL;
         m->next = NULL;
         run_drop(d, m);
-        if (m->pending == 0)
+        if (m->pending == 0 && !m->running) /* else freed when its job is back */
             inmsg_free(d, m);
         m = next;
     }
@@ -1036,6 +1104,7 @@ size_t kr_dispatch_inflight(const kr_dispatch_t *d)
 int kr_dispatch_drain(kr_dispatch_t *d, int timeout_ms)
 {
     /* stop handling: unhandled messages stay uncommitted */
+    d->draining = 1;
     for (size_t gi = 0; gi < d->group_cnt; gi++)
         for (size_t b = 0; b < LANE_BUCKETS; b++)
             for (kr_lane_t *lane = d->groups[gi]->buckets[b]; lane; lane = lane->hnext) {
@@ -1047,6 +1116,14 @@ int kr_dispatch_drain(kr_dispatch_t *d, int timeout_ms)
                 }
                 lane->todo = lane->todo_tail = NULL;
             }
+    /* runs in the pool end within their handler timeout; their VMs must
+     * be idle before anything is freed */
+    int64_t until = now_ms() + timeout_ms;
+    while (d->running && now_ms() < until) {
+        kr_dispatch_poll_jobs(d);
+        if (d->p)
+            kr_producer_poll(d->p, 1);
+    }
     return d->p ? kr_producer_flush(d->p, timeout_ms) : 0;
 }
 
@@ -1070,6 +1147,7 @@ static void group_free(kr_dispatch_t *d, kr_group_t *g)
                 kr_inmsg_t *mn = m->next;
                 if (m->retry_at_ms)
                     set_retry(d, m, 0);
+                m->running = 0; /* the pool is joined before the dispatcher is freed */
                 inmsg_free(d, m);
                 m = mn;
             }

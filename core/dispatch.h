@@ -13,6 +13,7 @@
 #include "producer.h"
 #include "requester.h"
 #include "generation.h"
+#include "pool.h"
 
 typedef struct kr_dispatch kr_dispatch_t;
 typedef struct kr_group kr_group_t;
@@ -50,6 +51,10 @@ void kr_dispatch_delivered(void *d, void *msg_opaque, rd_kafka_resp_err_t err);
 
 /* The requester that sends kroute.request calls (NULL: none declared). */
 void kr_dispatch_set_requester(kr_dispatch_t *d, kr_requester_t *rq);
+/* The worker threads that run handlers (required before any message). */
+void kr_dispatch_set_pool(kr_dispatch_t *d, kr_pool_t *pool);
+/* Acts on handler runs the pool finished; returns how many. */
+size_t kr_dispatch_poll_jobs(kr_dispatch_t *d);
 /* Reads replies and resumes the handlers waiting for them. */
 size_t kr_dispatch_poll_replies(kr_dispatch_t *d);
 

@@ -1,6 +1,8 @@
 /* generation.c - see generation.h. */
 #include "generation.h"
 
+#include "pool.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,7 +58,12 @@ kr_gen_t *kr_gen_build(const kr_gen_opts_t *o, const kr_gen_t *prev, kr_errors_t
         abort();
     for (int i = 0; i < g->worker_cnt; i++) {
         const kr_worker_t *pw = prev && i < prev->worker_cnt ? prev->workers[i] : NULL;
+        /* reload_state() runs in the previous VMs: not while their thread does */
+        if (pw && o->pool)
+            kr_pool_lock(o->pool, i);
         g->workers[i] = kr_worker_new(i, cfg, o->lua_dir, pw, prev ? prev->cfg : NULL, errs);
+        if (pw && o->pool)
+            kr_pool_unlock(o->pool, i);
         if (!g->workers[i]) {
             gen_free(g);
             return NULL;

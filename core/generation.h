@@ -20,6 +20,7 @@ typedef struct kr_gen_opts {
     const char *group;        /* overrides kafka.group, or NULL */
     const char *lua_dir;      /* kroute's lua/ folder */
     int workers;              /* VMs per route */
+    struct kr_pool *pool;     /* the threads running the previous generation, or NULL */
 } kr_gen_opts_t;
 
 typedef struct kr_gen {

@@ -41,7 +41,7 @@ static void usage(FILE *out)
             "run options:\n"
             "  --brokers LIST     bootstrap servers, or 'embedded' (overrides kafka.brokers)\n"
             "  --group NAME       default consumer group (overrides kafka.group)\n"
-            "  --workers N        Lua VMs per route (default 1)\n"
+            "  --workers N        Lua worker threads, one VM per route each (default: cores)\n"
             "  --admin HOST:PORT  admin endpoint address, or 'off'\n"
             "  --no-watch         do not watch route files for changes\n"
             "  --log-level LEVEL  debug, info, warn, error (default info)\n"
@@ -91,6 +91,9 @@ static int parse_run_opts(int argc, char **argv, kr_router_opts_t *o)
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     o->watch = 1;
+    /* one Lua thread per core by default */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    o->workers = cores > 0 && cores <= 1024 ? (int)cores : 1;
     o->lua_dir = find_lua_dir();
     int c;
     optind = 1;

@@ -22,6 +22,7 @@
 #include "generation.h"
 #include "json.h"
 #include "log.h"
+#include "pool.h"
 #include "producer.h"
 #include "requester.h"
 #include "watch.h"
@@ -150,6 +151,7 @@ typedef struct router {
     kr_gen_opts_t gopts;
     char *brokers;            /* resolved: the embedded broker's address */
     kr_dispatch_t *d;
+    kr_pool_t *pool;
     kr_producer_t *p;
     kr_requester_t *rq;
     kr_watch_t *watch;
@@ -391,7 +393,7 @@ static void event_loop(router_t *rt)
             reload(rt, "file change");
         }
         kr_admin_serve(rt->admin, admin_answer, rt);
-        size_t got = 0;
+        size_t got = kr_dispatch_poll_jobs(d);
         for (size_t i = 0; i < kr_dispatch_group_count(d); i++) {
             kr_group_t *g = kr_dispatch_group_at(d, i);
             kr_consumer_t *c = kr_group_consumer(g);
@@ -460,6 +462,9 @@ int kr_router_run(const kr_router_opts_t *o)
         kr_error("router", "pipe: %s", strerror(errno));
         goto out;
     }
+    rt->pool = kr_pool_new(rt->gopts.workers, wake_pipe[1]);
+    rt->gopts.pool = rt->pool;
+    kr_dispatch_set_pool(rt->d, rt->pool);
     install_signals();
     const char *admin = o->admin ? o->admin : "127.0.0.1:9464";
     if (strcmp(admin, "off") != 0) {
@@ -541,6 +546,7 @@ out:
         rd_kafka_queue_destroy(pq);
     }
     kr_producer_free(rt->p);
+    kr_pool_free(rt->pool); /* joined: no VM is in use from here on */
     if (rt->d)
         kr_dispatch_free(rt->d);
     else

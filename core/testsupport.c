@@ -874,6 +874,62 @@ static int kr_ts_high_watermarks(lua_State *L)
     return 1;
 }
 
+/* ts.watermarks(brokers) -> an object whose :sum(topic, partitions)
+ * returns the sum of the high watermarks of partitions 0..n-1 through one
+ * reused client: benchmarks sample progress every few milliseconds. */
+#define KR_TS_WM_MT "kroute.testsupport.watermarks"
+
+static int kr_ts_wm_gc(lua_State *L)
+{
+    rd_kafka_t **rk = luaL_checkudata(L, 1, KR_TS_WM_MT);
+    if (*rk)
+        rd_kafka_destroy(*rk);
+    *rk = NULL;
+    return 0;
+}
+
+static int kr_ts_wm_sum(lua_State *L)
+{
+    rd_kafka_t **rk = luaL_checkudata(L, 1, KR_TS_WM_MT);
+    const char *topic = luaL_checkstring(L, 2);
+    lua_Integer n = luaL_checkinteger(L, 3);
+    luaL_argcheck(L, *rk, 1, "closed");
+    lua_Integer sum = 0;
+    for (lua_Integer p = 0; p < n; p++) {
+        int64_t lo, hi;
+        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(*rk, topic, (int32_t)p, &lo,
+                                                                 &hi, KR_TS_META_MS);
+        if (e)
+            return kr_ts_fail(L, "watermarks: %s [%d]: %s", topic, (int)p, rd_kafka_err2str(e));
+        sum += hi;
+    }
+    lua_pushinteger(L, sum);
+    return 1;
+}
+
+static int kr_ts_watermarks(lua_State *L)
+{
+    const char *brokers = luaL_checkstring(L, 1);
+    rd_kafka_t **rk = lua_newuserdatauv(L, sizeof(*rk), 0);
+    *rk = NULL;
+    if (luaL_newmetatable(L, KR_TS_WM_MT)) {
+        lua_pushcfunction(L, kr_ts_wm_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_newtable(L);
+        lua_pushcfunction(L, kr_ts_wm_sum);
+        lua_setfield(L, -2, "sum");
+        lua_setfield(L, -2, "__index");
+    }
+    lua_setmetatable(L, -2);
+    kr_ts_res_t tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    char err[512];
+    if (kr_ts_connect(&tmp, RD_KAFKA_PRODUCER, brokers, NULL, NULL, err, sizeof(err)) != 0)
+        return kr_ts_fail(L, "watermarks: %s", err);
+    *rk = tmp.rk;
+    return 1;
+}
+
 static int kr_ts_committed(lua_State *L)
 {
     const char *brokers = luaL_checkstring(L, 1);
@@ -1089,6 +1145,7 @@ static const luaL_Reg kr_ts_funcs[] = {
     {"produce", kr_ts_produce},
     {"consume", kr_ts_consume},
     {"high_watermarks", kr_ts_high_watermarks},
+    {"watermarks", kr_ts_watermarks},
     {"committed", kr_ts_committed},
     {"mock_cluster", kr_ts_mock_cluster},
     {NULL, NULL},

@@ -1,0 +1,230 @@
+-- spec/bench/throughput_bench.lua - throughput figures, run by `make bench`.
+-- On one broker, in one run: N payment events are preloaded, then each
+-- configuration drains them in its own consumer group, in turn, for
+-- ROUNDS rounds (round-robin, so a noisy moment hits every configuration):
+--   (a) build/bench-passthrough, a plain C librdkafka consume -> copy ->
+--       produce loop with the same at-least-once discipline (the reference);
+--   (b) kroute with a pass-through Lua handler;
+--   (c) kroute with the seed's JSON transform (decode, amount*2, add a
+--       field, encode, key by userId);
+--   (d) kroute fanning each event out to 3 topics;
+--   (e) the transform with --workers 1 and 2, ordering partition and key.
+-- For each: the drain rate (first output to the N-th: the group join is
+-- left out), CPU seconds per 100k events during the drain, and peak RSS,
+-- each as a ratio to (a) of the same round. Then p50/p99 latency (input
+-- CreateTime to output CreateTime) at a steady 5k events/s for (a) and (c).
+package.path = "spec/?.lua;lua/?.lua;" .. package.path
+package.cpath = "build/lua/?.so;" .. package.cpath
+local env = require "support.env"
+local ts = env.ts
+local json = require("kroute.native").json
+
+local N = tonumber(os.getenv("BENCH_EVENTS") or "300000")
+local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "3")
+local PARTS = 16 -- the mock keeps 5 MiB per partition: 16 hold 300k events
+local REF = "build/bench-passthrough"
+
+local function progress(msg) io.stderr:write("bench: ", msg, "\n") end
+
+local broker = env.broker{"tp.in:" .. PARTS, "tp.out:" .. PARTS, "tp.f1:" .. PARTS,
+                          "tp.f2:" .. PARTS, "tp.f3:" .. PARTS, "lat.in:" .. PARTS,
+                          "lat.out:" .. PARTS}
+local dir = env.tmpdir()
+
+local HANDLERS = {
+  pass = "return function(msg) return msg.value end\n",
+  transform = [[
+local kroute = require "kroute"
+return function(msg)
+  local ev = assert(msg:json())
+  ev.amount = ev.amount * 2
+  ev.routed_by = "kroute"
+  return kroute.record{ key = ev.userId, value = ev }
+end
+]],
+  fanout = [[
+local kroute = require "kroute"
+return function(msg)
+  return kroute.record{ topic = "tp.f1", value = msg.value },
+         kroute.record{ topic = "tp.f2", value = msg.value },
+         kroute.record{ topic = "tp.f3", value = msg.value }
+end
+]],
+}
+
+-- A route folder for one configuration.
+local function route_dir(name, handler, ordering, input, output)
+  local d = dir .. "/" .. name
+  env.write(d .. "/h.lua", HANDLERS[handler])
+  env.write(d .. "/r.yaml", env.fast_kafka .. ([[
+routes:
+  - name: bench
+    match: %s
+    handler: h.lua
+    ordering: %s
+%s]]):format(input, ordering, output and ("    to: " .. output .. "\n") or ""))
+  return d
+end
+
+local CONFIGS = {
+  {id = "a", name = "C librdkafka pass-through (reference)", ref = true},
+  {id = "b", name = "kroute, pass-through handler", handler = "pass", workers = 2},
+  {id = "c", name = "kroute, JSON transform", handler = "transform", workers = 2},
+  {id = "d", name = "kroute, fan-out to 3 topics", handler = "fanout", workers = 2,
+   outputs = {"tp.f1", "tp.f2", "tp.f3"}},
+  {id = "e1", name = "transform, --workers 1, ordering partition", handler = "transform",
+   workers = 1},
+  {id = "e2", name = "transform, --workers 1, ordering key", handler = "transform",
+   workers = 1, ordering = "key"},
+  {id = "e3", name = "transform, --workers 2, ordering key", handler = "transform",
+   workers = 2, ordering = "key"},
+}
+
+local wm = assert(ts.watermarks(broker.addr))
+local function total(topics)
+  local n = 0
+  for _, t in ipairs(type(topics) == "table" and topics or {topics}) do
+    n = n + assert(wm:sum(t, PARTS))
+  end
+  return n
+end
+
+local function proc_cpu(pid) -- seconds of user + system time
+  local stat = env.read("/proc/" .. pid .. "/stat")
+  local fields = {}
+  for f in stat:gsub("^.-%) ", ""):gmatch("%S+") do fields[#fields + 1] = f end
+  return (tonumber(fields[12]) + tonumber(fields[13])) / 100 -- utime, stime: clock ticks
+end
+
+local function peak_rss_mib(pid)
+  local kb = env.read("/proc/" .. pid .. "/status"):match("VmHWM:%s*(%d+)")
+  return tonumber(kb) / 1024
+end
+
+-- Starts a configuration reading `input`; returns pid and a stop function.
+local function start(cfg, group, input, output)
+  if cfg.ref then
+    local pid = ts.spawn({REF, broker.addr, group, input, output},
+                         {stderr = dir .. "/ref.log", stdout = dir .. "/ref.log"})
+    return pid, function() ts.kill(pid, "TERM"); ts.wait(pid, 30000) end
+  end
+  local d = route_dir(cfg.id .. "-" .. input, cfg.handler, cfg.ordering or "partition", input,
+                      not cfg.outputs and output or nil)
+  local r = env.kroute(d, broker.addr, {args = {"--group", group, "--workers",
+                                                tostring(cfg.workers), "--no-watch"},
+                                        log_level = "warn"})
+  return r.pid, function()
+    assert(r:stop() == 0, r:logtext())
+    r:cleanup()
+  end
+end
+
+local function drain(cfg, round)
+  local outputs = cfg.outputs or {"tp.out"}
+  local want = N * #outputs
+  local base = total(outputs)
+  local pid, stop = start(cfg, ("bench-%s-%d"):format(cfg.id, round), "tp.in", "tp.out")
+  local t_first, cpu_first
+  while true do
+    local done = total(outputs) - base
+    if done > 0 and not t_first then t_first, cpu_first = ts.monotonic(), proc_cpu(pid) end
+    if done >= want then break end
+    assert(ts.monotonic() - (t_first or ts.monotonic()) < 300000, cfg.name .. ": no drain")
+    ts.sleep(t_first and 10 or 2)
+  end
+  local secs = (ts.monotonic() - t_first) / 1000
+  local res = {rate = N / secs, cpu = (proc_cpu(pid) - cpu_first) / N * 100000,
+               rss = peak_rss_mib(pid)}
+  stop()
+  return res
+end
+
+local seq = 0 -- across runs: every latency event is told apart by its seq
+local function latency(cfg)
+  local RATE, SECONDS = 5000, 4
+  local pid, stop = start(cfg, "bench-lat-" .. cfg.id, "lat.in", "lat.out")
+  ts.sleep(4000) -- the group join
+  local base = total("lat.out")
+  local first = seq + 1
+  local t0 = ts.monotonic()
+  while ts.monotonic() - t0 < SECONDS * 1000 do
+    local batch = {}
+    for _ = 1, RATE // 100 do
+      seq = seq + 1
+      batch[#batch + 1] = {key = "u" .. seq % 1000, value = json.encode{
+        seq = seq, userId = "u" .. seq % 1000, amount = 1500, concertId = "c1"}}
+    end
+    ts.produce(broker.addr, "lat.in", batch)
+    local next_at = t0 + (seq - first + 1) * 1000 // RATE
+    if next_at > ts.monotonic() then ts.sleep(next_at - ts.monotonic()) end
+  end
+  local inputs, outs = {}, {}
+  local recs = env.consume(broker.addr, "lat.out", base + seq - first + 1, 30000)
+  for _, rec in ipairs(env.consume(broker.addr, "lat.in", 0, 10000)) do
+    inputs[json.decode(rec.value).seq] = rec.timestamp
+  end
+  for _, rec in ipairs(recs) do
+    local s = json.decode(rec.value).seq
+    if s >= first and inputs[s] and not outs[s] then outs[s] = rec.timestamp - inputs[s] end
+  end
+  stop()
+  local lat = {}
+  for _, v in pairs(outs) do lat[#lat + 1] = v end
+  table.sort(lat)
+  return lat[math.max(1, #lat // 2)], lat[math.max(1, math.ceil(#lat * 0.99))], #lat
+end
+
+progress(("preloading %d payment events into %d partitions"):format(N, PARTS))
+local batch = {}
+for s = 1, N do
+  local user = "u" .. s % 5000
+  batch[#batch + 1] = {key = user, value = json.encode{
+    paymentId = ("p%08d"):format(s), userId = user, concertId = "c" .. s % 20,
+    seat = "A-" .. s % 300, amount = 1000 + s % 9000, status = "COMPLETED"}}
+  if #batch == 500 or s == N then ts.produce(broker.addr, "tp.in", batch); batch = {} end
+end
+assert(total("tp.in") == N, "the broker did not keep every event: raise PARTS")
+
+local results = {} -- results[id][round]
+for round = 1, ROUNDS do
+  for _, cfg in ipairs(CONFIGS) do
+    local res = drain(cfg, round)
+    results[cfg.id] = results[cfg.id] or {}
+    results[cfg.id][round] = res
+    progress(("round %d %-46s %9.0f events/s  %.2f CPU-s/100k  %5.1f MiB"):format(
+      round, cfg.name, res.rate, res.cpu, res.rss))
+  end
+end
+
+local function median(xs)
+  table.sort(xs)
+  return xs[(#xs + 1) // 2]
+end
+
+local load1 = env.read("/proc/loadavg"):match("^(%S+)")
+print(("throughput: %d events, %d rounds, %d partitions, machine load %s (1 min avg), %d cores")
+  :format(N, ROUNDS, PARTS, load1, tonumber(io.popen("nproc"):read("a")) or 0))
+print("| configuration | events/s | × ref | CPU-s/100k | × ref | peak RSS MiB |")
+print("|---|---|---|---|---|---|")
+for _, cfg in ipairs(CONFIGS) do
+  local rates, rate_ratio, cpus, cpu_ratio, rss = {}, {}, {}, {}, {}
+  for round = 1, ROUNDS do
+    local r, a = results[cfg.id][round], results.a[round]
+    rates[#rates + 1] = r.rate
+    rate_ratio[#rate_ratio + 1] = r.rate / a.rate
+    cpus[#cpus + 1] = r.cpu
+    cpu_ratio[#cpu_ratio + 1] = r.cpu / a.cpu
+    rss[#rss + 1] = r.rss
+  end
+  print(("| (%s) %s | %.0f | %.2f | %.2f | %.2f | %.1f |"):format(cfg.id, cfg.name,
+    median(rates), median(rate_ratio), median(cpus), median(cpu_ratio), median(rss)))
+end
+print("(medians over the rounds; each ratio is to the reference of the same round)")
+
+local ref50, ref99, refn = latency(CONFIGS[1])
+local k50, k99, kn = latency(CONFIGS[3])
+print(("latency at 5,000 events/s, input CreateTime -> output CreateTime: reference p50 %d ms "
+       .. "p99 %d ms (%d events); kroute JSON transform p50 %d ms p99 %d ms (%d events)")
+  :format(ref50, ref99, refn, k50, k99, kn))
+broker.stop()
+os.execute("rm -rf '" .. dir .. "'")
