@@ -19,7 +19,7 @@ LIBS    := -llua5.4 -lrdkafka -lyaml -lmicrohttpd -lpthread -lm
 BUILD   := build
 # the router core: everything but the CLI and test-only bindings
 CORE_SRCS := log.c errors.c pattern.c config.c json.c message.c record.c lapi.c vm.c \
-	worker.c generation.c pool.c watch.c admin.c kafkaconf.c producer.c consumer.c nest.c requester.c dispatch.c broker.c router.c \
+	worker.c generation.c pool.c metrics.c watch.c admin.c kafkaconf.c producer.c consumer.c nest.c requester.c dispatch.c broker.c router.c \
 	replay.c
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/obj/%.o)
 PIC_OBJS  := $(CORE_SRCS:%.c=$(BUILD)/pic/%.o) $(BUILD)/pic/luamod.o $(BUILD)/pic/testsupport.o
@@ -27,7 +27,7 @@ ASAN_OBJS := $(CORE_SRCS:%.c=$(BUILD)/asan/%.o) $(BUILD)/asan/main.o
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 APT_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 librdkafka-dev libyaml-dev \
-	libmicrohttpd-dev lua-busted kcat curl python3
+	libmicrohttpd-dev lua-busted kcat curl python3 python3-prometheus-client
 
 .PHONY: all deps run test test-unit test-integration test-asan valgrind bench fuzz install uninstall clean
 

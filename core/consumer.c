@@ -9,13 +9,36 @@
 
 #include "kafkaconf.h"
 #include "log.h"
+#include "metrics.h"
 
 struct kr_consumer {
     rd_kafka_t *rk;
     rd_kafka_queue_t *q;
     char *group;
     kr_consumer_hooks_t hooks;
+    rd_kafka_topic_partition_list_t *committed; /* last successful commit per partition */
 };
+
+/* offset_commit_cb (router thread, from the consumer queue): remembers
+ * what the group has committed, for the metrics. */
+static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+    (void)rk;
+    kr_consumer_t *c = opaque;
+    if (err || !offsets)
+        return;
+    for (int i = 0; i < offsets->cnt; i++) {
+        const rd_kafka_topic_partition_t *o = &offsets->elems[i];
+        if (o->err || o->offset < 0)
+            continue;
+        rd_kafka_topic_partition_t *e =
+            rd_kafka_topic_partition_list_find(c->committed, o->topic, o->partition);
+        if (!e)
+            e = rd_kafka_topic_partition_list_add(c->committed, o->topic, o->partition);
+        e->offset = o->offset;
+    }
+}
 
 static void log_parts(const char *what, const char *group,
                       const rd_kafka_topic_partition_list_t *parts)
@@ -85,6 +108,7 @@ kr_consumer_t *kr_consumer_new(const char *brokers, const char *group, const kr_
     if (!c)
         abort();
     c->group = strdup(group);
+    c->committed = rd_kafka_topic_partition_list_new(16);
     if (hooks)
         c->hooks = *hooks;
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -95,6 +119,7 @@ kr_consumer_t *kr_consumer_new(const char *brokers, const char *group, const kr_
     if (kr_kafkaconf_apply(conf, managed, NULL, errstr, errsize) < 0)
         goto fail;
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_offset_commit_cb(conf, commit_cb);
     rd_kafka_conf_set_opaque(conf, c);
     char err[512];
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
@@ -109,6 +134,7 @@ kr_consumer_t *kr_consumer_new(const char *brokers, const char *group, const kr_
 fail:
     if (conf)
         rd_kafka_conf_destroy(conf);
+    rd_kafka_topic_partition_list_destroy(c->committed);
     free(c->group);
     free(c);
     return NULL;
@@ -184,6 +210,59 @@ void kr_consumer_close(kr_consumer_t *c)
     rd_kafka_queue_destroy(c->q);
     rd_kafka_consumer_close(c->rk);
     rd_kafka_destroy(c->rk);
+    rd_kafka_topic_partition_list_destroy(c->committed);
     free(c->group);
     free(c);
+}
+
+char **kr_consumer_assigned_topics(kr_consumer_t *c, size_t *cnt)
+{
+    *cnt = 0;
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(c->rk, &parts) || !parts)
+        return NULL;
+    char **topics = calloc((size_t)parts->cnt + 1, sizeof(*topics));
+    if (!topics)
+        abort();
+    for (int i = 0; i < parts->cnt; i++) {
+        size_t j;
+        for (j = 0; j < *cnt && strcmp(topics[j], parts->elems[i].topic); j++)
+            ;
+        if (j == *cnt && !(topics[(*cnt)++] = strdup(parts->elems[i].topic)))
+            abort();
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    return topics;
+}
+
+void kr_consumer_render_partitions(kr_consumer_t *c, kr_buf_t *lag, kr_buf_t *committed)
+{
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(c->rk, &parts) || !parts)
+        return;
+    for (int i = 0; i < parts->cnt; i++) {
+        const rd_kafka_topic_partition_t *p = &parts->elems[i];
+        rd_kafka_topic_partition_t *e =
+            rd_kafka_topic_partition_list_find(c->committed, p->topic, p->partition);
+        int64_t lo, hi;
+        /* watermarks as of the last fetch response: no request is made */
+        int have_hi = !rd_kafka_get_watermark_offsets(c->rk, p->topic, p->partition, &lo, &hi) &&
+                      hi >= 0;
+        for (int k = 0; k < 2; k++) {
+            kr_buf_t *b = k ? committed : lag;
+            if ((k && !e) || (!k && (!have_hi || !e)))
+                continue;
+            const char *name = k ? "kroute_committed_offset" : "kroute_consumer_lag";
+            kr_buf_add(b, name, strlen(name));
+            kr_buf_add(b, "{group=", 7);
+            kr_metrics_label(b, c->group);
+            kr_buf_add(b, ",topic=", 7);
+            kr_metrics_label(b, p->topic);
+            char tail[96];
+            int n = snprintf(tail, sizeof(tail), ",partition=\"%d\"} %lld\n", (int)p->partition,
+                             (long long)(k ? e->offset : (hi > e->offset ? hi - e->offset : 0)));
+            kr_buf_add(b, tail, (size_t)n);
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
 }

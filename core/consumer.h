@@ -7,6 +7,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "buf.h"
 #include "config.h"
 
 typedef struct kr_consumer kr_consumer_t;
@@ -37,6 +38,12 @@ void kr_consumer_store(kr_consumer_t *c, const char *topic, int32_t partition, i
 void kr_consumer_commit(kr_consumer_t *c);
 void kr_consumer_pause(kr_consumer_t *c, const char *topic, int32_t partition, int pause);
 const char *kr_consumer_group(const kr_consumer_t *c);
+/* The distinct topics of the current assignment (caller frees each and
+ * the array). */
+char **kr_consumer_assigned_topics(kr_consumer_t *c, size_t *cnt);
+/* Appends kroute_consumer_lag (high watermark - committed) and
+ * kroute_committed_offset samples for every assigned partition. */
+void kr_consumer_render_partitions(kr_consumer_t *c, kr_buf_t *lag, kr_buf_t *committed);
 /* Commits, leaves the group (revoke hooks run) and frees. */
 void kr_consumer_close(kr_consumer_t *c);
 

@@ -14,6 +14,7 @@
 #include "json.h"
 #include "log.h"
 #include "message.h"
+#include "metrics.h"
 #include "nest.h"
 #include "pool.h"
 #include "record.h"
@@ -99,6 +100,7 @@ struct kr_group {
 
 struct kr_dispatch {
     kr_gen_t *gen; /* the live generation (one reference) */
+    kr_metrics_t metrics;
     kr_pool_t *pool;
     size_t running;  /* messages with a job in the pool */
     int draining;
@@ -137,11 +139,59 @@ static uint32_t hash_bytes(const void *p, size_t len, uint32_t h)
     return h;
 }
 
+/* Points each route of gen at its stats (kept by name across reloads). */
+static void bind_stats(kr_dispatch_t *d, kr_gen_t *gen)
+{
+    gen->stats = kr_gen_alloc(gen, gen->cfg->route_cnt * sizeof(*gen->stats));
+    for (size_t i = 0; i < gen->cfg->route_cnt; i++)
+        gen->stats[i] = kr_metrics_route(&d->metrics, gen->cfg->routes[i].name);
+}
+
 kr_dispatch_t *kr_dispatch_new(kr_gen_t *gen)
 {
     kr_dispatch_t *d = xcalloc(1, sizeof(*d));
     d->gen = gen;
+    bind_stats(d, gen);
     return d;
+}
+
+static kr_route_stats_t *stats(const kr_inmsg_t *m, const kr_route_t *route)
+{
+    return m->gen->stats[route->index];
+}
+
+void kr_dispatch_render_metrics(kr_dispatch_t *d, kr_buf_t *out)
+{
+    kr_metrics_render_routes(&d->metrics, out);
+    kr_buf_t lag = {0}, committed = {0};
+    for (size_t i = 0; i < d->group_cnt; i++)
+        if (d->groups[i]->c)
+            kr_consumer_render_partitions(d->groups[i]->c, &lag, &committed);
+    kr_metrics_family(out, "kroute_consumer_lag", "gauge",
+                      "High watermark minus committed offset, per assigned partition");
+    kr_buf_add(out, lag.data ? lag.data : "", lag.len);
+    kr_metrics_family(out, "kroute_committed_offset", "gauge",
+                      "Last committed offset, per assigned partition");
+    kr_buf_add(out, committed.data ? committed.data : "", committed.len);
+    kr_buf_free(&lag);
+    kr_buf_free(&committed);
+    kr_metrics_family(out, "kroute_lua_memory_bytes", "gauge",
+                      "Lua memory of each worker thread's VMs (live generation)");
+    for (int w = 0; w < d->gen->worker_cnt; w++) {
+        size_t bytes = 0;
+        const kr_worker_t *wk = d->gen->workers[w];
+        for (size_t i = 0; i < wk->vm_cnt; i++)
+            bytes += kr_vm_memory(wk->vms[i]);
+        char line[96];
+        int n = snprintf(line, sizeof(line), "kroute_lua_memory_bytes{worker=\"%d\"} %zu\n", w,
+                         bytes);
+        kr_buf_add(out, line, (size_t)n);
+    }
+    kr_metrics_family(out, "kroute_messages_inflight", "gauge",
+                      "Messages consumed and not yet committable");
+    char line[64];
+    int n = snprintf(line, sizeof(line), "kroute_messages_inflight %zu\n", d->inflight);
+    kr_buf_add(out, line, (size_t)n);
 }
 
 kr_gen_t *kr_dispatch_gen(const kr_dispatch_t *d)
@@ -246,6 +296,7 @@ int kr_dispatch_swap(kr_dispatch_t *d, kr_gen_t *gen, kr_group_t **changed, size
 {
     kr_gen_t *old = d->gen;
     d->gen = gen;
+    bind_stats(d, gen);
     *changed_cnt = 0;
     for (size_t i = 0; i < d->group_cnt; i++)
         if (group_refresh(d->groups[i]))
@@ -437,6 +488,8 @@ static void produce_one(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route
     out->m = m;
     out->route = route;
     out->is_dlq = is_dlq;
+    if (!is_dlq)
+        stats(m, route)->out++;
     m->pending++;
     rd_kafka_resp_err_t err = kr_producer_send(d->p, topic, partition, key, key_len, value,
                                                value_len, hdrs, out);
@@ -454,6 +507,7 @@ static void dead_letter(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route
                         const char *reason, const char *trace)
 {
     const kr_msg_t *msg = &m->view;
+    stats(m, route)->dead++;
     if (route->dlq_off) {
         kr_warn("dispatch", "route=%s topic=%s partition=%d offset=%lld: skipped after "
                             "failure (dlq: false): %s",
@@ -706,6 +760,8 @@ static int finish_run(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route, 
     if (rc == KR_VM_OK && !route->reply_nest)
         bad = kr_run_missing_topic(run, route->to);
     if (rc == KR_VM_OK && !bad) {
+        if (!run->cnt && !(route->reply_nest && m->is_request))
+            stats(m, route)->filtered++;
         produce_run(d, m, route, run);
         run_free(m);
         m->route_pos++;
@@ -714,6 +770,7 @@ static int finish_run(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route, 
     }
     const char *reason = bad ? bad : run->error;
     m->attempt++;
+    stats(m, route)->errors++;
     /* a missing service function will not appear on retry */
     if (m->attempt < route->attempts && !run->no_handler) {
         int64_t delay = backoff_ms(route, m->attempt);
@@ -724,6 +781,7 @@ static int finish_run(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route, 
                 m->attempt, route->attempts, (long long)delay, reason,
                 run->trace ? run->trace : "");
         set_retry(d, m, now_ms() + delay);
+        stats(m, route)->retries++;
         run_free(m);
         return 1;
     }
@@ -755,6 +813,7 @@ static int run_routes(kr_dispatch_t *d, kr_inmsg_t *m)
         const kr_route_t *route = m->routes[m->route_pos];
         size_t size = m->view.key_len + m->view.value_len;
         if (size > route->max_input) {
+            stats(m, route)->in++;
             /* refused before any Lua sees it: a retry cannot help */
             char reason[160];
             snprintf(reason, sizeof(reason), "input of %zu bytes exceeds max_input (%zu bytes)",
@@ -769,6 +828,8 @@ static int run_routes(kr_dispatch_t *d, kr_inmsg_t *m)
             abort();
         m->run->msg = &m->view;
         m->vm = vm_for(d, m, route);
+        if (!m->attempt)
+            stats(m, route)->in++;
         submit(d, m, KR_JOB_RUN, NULL, 0, NULL);
         return 1;
     }
@@ -920,6 +981,7 @@ size_t kr_dispatch_poll_jobs(kr_dispatch_t *d)
                 inmsg_free(d, m);
             continue;
         }
+        kr_metrics_observe(stats(m, m->routes[m->route_pos]), job->seconds);
         m->pending++; /* hold while its outputs are queued (see lane_pump) */
         finish_run(d, m, m->routes[m->route_pos], job->rc);
         m->pending--;
@@ -1183,5 +1245,6 @@ void kr_dispatch_free(kr_dispatch_t *d)
     free(d->groups);
     free(d->parked);
     kr_gen_unref(d->gen);
+    kr_metrics_free(&d->metrics);
     free(d);
 }

@@ -51,6 +51,10 @@ void kr_dispatch_delivered(void *d, void *msg_opaque, rd_kafka_resp_err_t err);
 
 /* The requester that sends kroute.request calls (NULL: none declared). */
 void kr_dispatch_set_requester(kr_dispatch_t *d, kr_requester_t *rq);
+/* Appends the Prometheus text of every route's counters and handler
+ * latency, each assigned partition's lag and committed offset, and each
+ * worker thread's Lua memory. */
+void kr_dispatch_render_metrics(kr_dispatch_t *d, kr_buf_t *out);
 /* The worker threads that run handlers (required before any message). */
 void kr_dispatch_set_pool(kr_dispatch_t *d, kr_pool_t *pool);
 /* Acts on handler runs the pool finished; returns how many. */

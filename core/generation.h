@@ -30,6 +30,7 @@ typedef struct kr_gen {
     int worker_cnt;
     char **files;             /* route files and every Lua file handlers loaded */
     size_t file_cnt;
+    struct kr_route_stats **stats; /* per route index, set by the dispatcher */
     void **owned;             /* arrays that live as long as the generation */
     size_t owned_cnt;
     int refs;

@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct thread {
@@ -39,12 +40,16 @@ static void *thread_main(void *arg)
             t->tail = NULL;
         pthread_mutex_unlock(&p->mu);
 
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         pthread_mutex_lock(&t->vm_mu);
         if (job->kind == KR_JOB_RUN)
             job->rc = kr_vm_run(job->vm, job->run);
         else
             job->rc = kr_vm_resume(job->vm, job->run, job->value, job->len, job->err);
         pthread_mutex_unlock(&t->vm_mu);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        job->seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 
         pthread_mutex_lock(&p->mu);
         job->next = NULL;

@@ -23,6 +23,7 @@ typedef struct kr_job {
     size_t len;
     char *err;          /* resume: error text (owned), or NULL */
     int rc;             /* KR_VM_OK / FAILED / YIELDED once done */
+    double seconds;     /* wall time the VM took */
     void *ctx;          /* the caller's */
     struct kr_job *next;
 } kr_job_t;

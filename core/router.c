@@ -22,6 +22,7 @@
 #include "generation.h"
 #include "json.h"
 #include "log.h"
+#include "pattern.h"
 #include "pool.h"
 #include "producer.h"
 #include "requester.h"
@@ -336,15 +337,106 @@ static void metric(kr_buf_t *b, const char *name, const char *type, const char *
     kr_buf_add(b, line, (size_t)n);
 }
 
+/* Why kroute is not healthy, or NULL. Asks the cluster for metadata
+ * (at most 1 s, on the router thread: it is idle anyway when no broker
+ * answers). */
+static const char *unhealthy(router_t *rt)
+{
+    if (stop_requested)
+        return "draining: kroute is stopping";
+    char err[256];
+    if (kr_dispatch_fatal(rt->d) || kr_producer_fatal(rt->p, err, sizeof(err)))
+        return "fatal error: kroute stopped storing offsets and is exiting";
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(kr_producer_handle(rt->p), 0, NULL, &md, 1000);
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (e)
+        return "broker unreachable: no metadata answer within 1 s";
+    return NULL;
+}
+
+static void json_str(kr_buf_t *b, const char *s)
+{
+    if (s)
+        kr_json_add_string(b, s, strlen(s));
+    else
+        kr_buf_add(b, "null", 4);
+}
+
+/* GET /routes: the live routes and the assigned topics each matches. */
+static void render_routes(router_t *rt, kr_buf_t *b)
+{
+    const kr_gen_t *gen = kr_dispatch_gen(rt->d);
+    const kr_config_t *cfg = gen->cfg;
+    static const char *const orderings[] = {"partition", "key", "none"};
+    char num[64];
+    snprintf(num, sizeof(num), "{\"generation\":%llu,\"routes\":[", (unsigned long long)gen->id);
+    kr_buf_add(b, num, strlen(num));
+    for (size_t i = 0; i < cfg->route_cnt; i++) {
+        const kr_route_t *r = &cfg->routes[i];
+        const char *gname = r->group ? r->group : cfg->group;
+        kr_buf_add(b, i ? ",{\"name\":" : "{\"name\":", i ? 9 : 8);
+        json_str(b, r->name);
+        kr_buf_add(b, ",\"match\":[", 10);
+        for (size_t j = 0; j < r->pattern_cnt; j++) {
+            if (j)
+                kr_buf_addc(b, ',');
+            json_str(b, r->patterns[j].text);
+        }
+        kr_buf_add(b, "],\"handler\":", 12);
+        json_str(b, r->handler);
+        kr_buf_add(b, ",\"to\":", 6);
+        json_str(b, r->to);
+        kr_buf_add(b, ",\"group\":", 9);
+        json_str(b, gname);
+        kr_buf_add(b, ",\"ordering\":", 12);
+        json_str(b, orderings[r->ordering]);
+        kr_buf_add(b, ",\"reply\":", 9);
+        json_str(b, r->reply_nest ? "nest" : NULL);
+        kr_buf_add(b, ",\"dlq\":", 7);
+        if (r->dlq_off)
+            kr_buf_add(b, "false", 5);
+        else
+            json_str(b, r->dlq ? r->dlq : "<topic>.dlq");
+        kr_buf_add(b, ",\"topics\":[", 11);
+        /* the topics of the group's current assignment this route matches */
+        int first = 1;
+        for (size_t g = 0; g < kr_dispatch_group_count(rt->d); g++) {
+            kr_group_t *grp = kr_dispatch_group_at(rt->d, g);
+            if (strcmp(kr_group_name(grp), gname) || !kr_group_consumer(grp))
+                continue;
+            size_t n;
+            char **topics = kr_consumer_assigned_topics(kr_group_consumer(grp), &n);
+            for (size_t t = 0; t < n; t++) {
+                int hit = 0;
+                for (size_t j = 0; j < r->pattern_cnt && !hit; j++)
+                    hit = kr_pattern_match(&r->patterns[j], topics[t]);
+                if (hit) {
+                    if (!first)
+                        kr_buf_addc(b, ',');
+                    json_str(b, topics[t]);
+                    first = 0;
+                }
+                free(topics[t]);
+            }
+            free(topics);
+        }
+        kr_buf_add(b, "]}", 2);
+    }
+    kr_buf_add(b, "]}\n", 3);
+}
+
 static int admin_answer(void *ctx, const char *method, const char *path, kr_buf_t *body,
                         const char **type)
 {
     router_t *rt = ctx;
+    int is_get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
     if (!strcmp(path, "/reload")) {
         *type = "application/json";
         if (!strcmp(method, "POST")) {
             reload(rt, "POST /reload");
-        } else if (strcmp(method, "GET") != 0) {
+        } else if (!is_get) {
             kr_buf_add(body, "{\"error\":\"use GET or POST\"}\n", 27);
             return 405;
         }
@@ -354,8 +446,14 @@ static int admin_answer(void *ctx, const char *method, const char *path, kr_buf_
         kr_buf_addc(body, '\n');
         return 200;
     }
+    if (!is_get) {
+        *type = "text/plain";
+        kr_buf_add(body, "use GET\n", 8);
+        return 405;
+    }
     if (!strcmp(path, "/metrics")) {
         *type = "text/plain; version=0.0.4";
+        kr_dispatch_render_metrics(rt->d, body);
         metric(body, "kroute_config_generation", "gauge", "Generation of the live routes",
                (double)kr_dispatch_gen(rt->d)->id);
         metric(body, "kroute_reloads_total", "counter", "Reloads attempted",
@@ -369,11 +467,22 @@ static int admin_answer(void *ctx, const char *method, const char *path, kr_buf_
     }
     if (!strcmp(path, "/healthz")) {
         *type = "text/plain";
+        const char *why = unhealthy(rt);
+        if (why) {
+            kr_buf_add(body, why, strlen(why));
+            kr_buf_addc(body, '\n');
+            return 503;
+        }
         kr_buf_add(body, "ok\n", 3);
         return 200;
     }
+    if (!strcmp(path, "/routes")) {
+        *type = "application/json";
+        render_routes(rt, body);
+        return 200;
+    }
     *type = "text/plain";
-    static const char nf[] = "not found: try /metrics, /healthz or /reload\n";
+    static const char nf[] = "not found: try /metrics, /healthz, /routes or /reload\n";
     kr_buf_add(body, nf, sizeof(nf) - 1);
     return 404;
 }

@@ -54,14 +54,15 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     size_t old = ptr ? osize : 0;
     if (nsize == 0) {
         free(ptr);
-        vm->mem_used -= old;
+        /* relaxed atomics: /metrics reads this from the router thread */
+        __atomic_store_n(&vm->mem_used, vm->mem_used - old, __ATOMIC_RELAXED);
         return NULL;
     }
     if (vm->enforce && nsize > old && vm->mem_used + (nsize - old) > vm->mem_limit)
         return NULL; /* Lua turns this into LUA_ERRMEM */
     void *p = realloc(ptr, nsize);
     if (p)
-        vm->mem_used = vm->mem_used - old + nsize;
+        __atomic_store_n(&vm->mem_used, vm->mem_used - old + nsize, __ATOMIC_RELAXED);
     return p;
 }
 
@@ -560,7 +561,7 @@ void kr_vm_abandon(kr_vm_t *vm, kr_run_t *run)
 
 size_t kr_vm_memory(const kr_vm_t *vm)
 {
-    return vm->mem_used;
+    return __atomic_load_n(&vm->mem_used, __ATOMIC_RELAXED);
 }
 
 const char *const *kr_vm_files(const kr_vm_t *vm, size_t *cnt)

@@ -16,10 +16,12 @@ routes:
     to: stream.out
 ]])
   env.write(dir .. "/copy.lua", [[
+local kroute = require "kroute"
 return function(msg)
-  -- ~0.2 ms of work per event, so the kill lands in the middle of the stream
-  local t = os.clock()
-  while os.clock() - t < 0.0002 do end
+  -- ~0.4 ms of work per event, so the kill lands in the middle of the stream
+  -- (kroute.clock: wall time; os.clock counts every worker thread's CPU)
+  local t = kroute.clock()
+  while kroute.clock() - t < 0.0004 do end
   local ev = assert(msg:json())
   return { seq = ev.seq, key = msg.key, p = msg.partition }
 end

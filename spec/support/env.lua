@@ -95,6 +95,8 @@ function env.broker(topics)
   end, 10000)
   assert(b.addr, "kroute broker printed no address: " .. env.read(dir .. "/log"))
   function b.stop()
+    if b.stopped then return end
+    b.stopped = true
     ts.kill(b.pid, "TERM")
     ts.wait(b.pid, 10000)
     os.execute("rm -rf '" .. dir .. "'")
