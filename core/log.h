@@ -11,6 +11,8 @@ enum { KR_LOG_DEBUG = 0, KR_LOG_INFO, KR_LOG_WARN, KR_LOG_ERROR, KR_LOG_OFF };
 /* Parses "debug|info|warn|error|off"; returns -1 when unknown. */
 int kr_log_parse_level(const char *name);
 void kr_log_set_level(int level);
+/* One JSON object per line instead of text (--log-format json). */
+void kr_log_set_json(int on);
 int kr_log_enabled(int level);
 void kr_log(int level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -45,6 +45,7 @@ static void usage(FILE *out)
             "  --admin HOST:PORT  admin endpoint address, or 'off'\n"
             "  --no-watch         do not watch route files for changes\n"
             "  --log-level LEVEL  debug, info, warn, error (default info)\n"
+            "  --log-format FMT   text (default) or json: one object per line\n"
             "\n"
             "exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error\n",
             KR_VERSION);
@@ -81,13 +82,22 @@ static const char *find_lua_dir(void)
 
 static int parse_run_opts(int argc, char **argv, kr_router_opts_t *o)
 {
-    enum { OPT_BROKERS = 1, OPT_GROUP, OPT_WORKERS, OPT_ADMIN, OPT_NO_WATCH, OPT_LOG_LEVEL };
+    enum {
+        OPT_BROKERS = 1,
+        OPT_GROUP,
+        OPT_WORKERS,
+        OPT_ADMIN,
+        OPT_NO_WATCH,
+        OPT_LOG_LEVEL,
+        OPT_LOG_FORMAT
+    };
     static const struct option longopts[] = {{"brokers", required_argument, NULL, OPT_BROKERS},
                                              {"group", required_argument, NULL, OPT_GROUP},
                                              {"workers", required_argument, NULL, OPT_WORKERS},
                                              {"admin", required_argument, NULL, OPT_ADMIN},
                                              {"no-watch", no_argument, NULL, OPT_NO_WATCH},
                                              {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+                                             {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     o->watch = 1;
@@ -122,6 +132,13 @@ static int parse_run_opts(int argc, char **argv, kr_router_opts_t *o)
             kr_log_set_level(level);
             break;
         }
+        case OPT_LOG_FORMAT:
+            if (strcmp(optarg, "text") && strcmp(optarg, "json")) {
+                fprintf(stderr, "kroute: --log-format takes text or json\n");
+                return -1;
+            }
+            kr_log_set_json(!strcmp(optarg, "json"));
+            break;
         case 'h': usage(stdout); exit(0);
         default: return -1;
         }
