@@ -19,7 +19,7 @@ LIBS    := -llua5.4 -lrdkafka -lyaml -lmicrohttpd -lpthread -lm
 BUILD   := build
 # the router core: everything but the CLI and test-only bindings
 CORE_SRCS := log.c errors.c pattern.c config.c json.c message.c record.c lapi.c vm.c \
-	worker.c generation.c pool.c metrics.c watch.c admin.c kafkaconf.c producer.c consumer.c nest.c requester.c dispatch.c broker.c router.c \
+	worker.c generation.c pool.c metrics.c graph.c spectest.c watch.c admin.c kafkaconf.c producer.c consumer.c nest.c requester.c dispatch.c broker.c router.c \
 	replay.c
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/obj/%.o)
 PIC_OBJS  := $(CORE_SRCS:%.c=$(BUILD)/pic/%.o) $(BUILD)/pic/luamod.o $(BUILD)/pic/testsupport.o
@@ -116,13 +116,17 @@ valgrind: all
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/kroute/lua/kroute \
-		$(DESTDIR)$(PREFIX)/lib/kroute/lua/kroute
+		$(DESTDIR)$(PREFIX)/lib/kroute/lua/kroute $(DESTDIR)$(PREFIX)/share/man/man1 \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions
 	install -m 755 $(BUILD)/kroute $(DESTDIR)$(PREFIX)/bin/kroute
 	install -m 644 lua/kroute/*.lua $(DESTDIR)$(PREFIX)/share/kroute/lua/kroute/
 	install -m 755 $(BUILD)/lua/kroute/native.so $(DESTDIR)$(PREFIX)/lib/kroute/lua/kroute/native.so
+	install -m 644 core/kroute.1 $(DESTDIR)$(PREFIX)/share/man/man1/kroute.1
+	install -m 644 core/kroute.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/kroute
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/kroute
+	rm -f $(DESTDIR)$(PREFIX)/bin/kroute $(DESTDIR)$(PREFIX)/share/man/man1/kroute.1 \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions/kroute
 	rm -rf $(DESTDIR)$(PREFIX)/share/kroute $(DESTDIR)$(PREFIX)/lib/kroute
 
 clean:

@@ -12,9 +12,13 @@
 #include <unistd.h>
 
 #include "broker.h"
+#include "config.h"
+#include "errors.h"
+#include "graph.h"
 #include "log.h"
 #include "replay.h"
 #include "router.h"
+#include "spectest.h"
 
 #ifndef KR_VERSION
 #define KR_VERSION "0.1.0"
@@ -36,6 +40,9 @@ static void usage(FILE *out)
             "  kroute replay --brokers LIST [--to TOPIC] [--partition P] [--from-offset N]\n"
             "                [--until-offset N] [--dry-run] TOPIC\n"
             "                                     re-produce a DLQ (or a range of any topic)\n"
+            "  kroute graph [--format mermaid|dot] [PATH...]\n"
+            "                                     print the topology of route files\n"
+            "  kroute test [PATH...]              run the handler specs beside route files\n"
             "  kroute version | help\n"
             "\n"
             "run options:\n"
@@ -295,6 +302,39 @@ static int cmd_broker(int argc, char **argv)
     return 0;
 }
 
+/* kroute graph [--format mermaid|dot] PATH...: no Kafka, no handlers run. */
+static int cmd_graph(int argc, char **argv)
+{
+    int format = KR_GRAPH_MERMAID;
+    static const struct option longopts[] = {{"format", required_argument, NULL, 'f'},
+                                             {NULL, 0, NULL, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "f:", longopts, NULL)) != -1) {
+        if (c != 'f')
+            return 2;
+        if (!strcmp(optarg, "dot")) {
+            format = KR_GRAPH_DOT;
+        } else if (strcmp(optarg, "mermaid") != 0) {
+            fprintf(stderr, "kroute graph: --format takes mermaid or dot\n");
+            return 2;
+        }
+    }
+    const char *here[] = {"."};
+    const char *const *paths = optind < argc ? (const char *const *)argv + optind : here;
+    size_t cnt = optind < argc ? (size_t)(argc - optind) : 1;
+    kr_errors_t errs = {0};
+    kr_config_t *cfg = kr_config_load(paths, cnt, &errs);
+    for (size_t i = 0; i < errs.cnt; i++)
+        fprintf(stderr, "%s\n", errs.msgs[i]);
+    kr_errors_free(&errs);
+    if (!cfg)
+        return 2;
+    kr_graph_write(cfg, format, stdout);
+    kr_config_free(cfg);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -314,6 +354,10 @@ int main(int argc, char **argv)
         return cmd_broker(argc - 1, argv + 1);
     if (!strcmp(cmd, "replay"))
         return cmd_replay(argc - 1, argv + 1);
+    if (!strcmp(cmd, "graph"))
+        return cmd_graph(argc - 1, argv + 1);
+    if (!strcmp(cmd, "test"))
+        return kr_spectest_run((const char *const *)argv + 2, argc - 2, find_lua_dir());
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("kroute %s\n", KR_VERSION);
         return 0;

@@ -157,13 +157,113 @@ describe("make install", function()
                        "/lib/kroute/lua/kroute/native.so"} do
       assert.is_truthy(ts.read_file(prefix .. f), f .. " not installed")
     end
+    for _, f in ipairs{"/share/man/man1/kroute.1", "/share/bash-completion/completions/kroute"} do
+      assert.is_truthy(ts.read_file(prefix .. f), f .. " not installed")
+    end
     local pid = ts.spawn({prefix .. "/bin/kroute", "check", "examples/welcome/routes.yaml"},
                          {stdout = prefix .. "/out", stderr = prefix .. "/out"})
     assert.same({"exit", 0}, {ts.wait(pid, 10000)})
     assert.matches("ok: 1 route", env.read(prefix .. "/out"))
+    -- the installed kroute finds its Lua library and native module for specs
+    pid = ts.spawn({prefix .. "/bin/kroute", "test", "examples/welcome/routes.yaml"},
+                   {stdout = prefix .. "/test", stderr = prefix .. "/test"})
+    assert.same({"exit", 0}, {ts.wait(pid, 30000)}, env.read(prefix .. "/test"))
+    assert.matches("%d+ successes / 0 failures / 0 errors", env.read(prefix .. "/test"))
     ok = os.execute("make -s uninstall PREFIX='" .. prefix .. "' >/dev/null 2>&1")
     assert.is_true(ok)
     assert.is_nil(ts.read_file(prefix .. "/bin/kroute"))
     os.execute("rm -rf '" .. prefix .. "'")
+  end)
+end)
+
+describe("kroute graph", function()
+  it("prints the topology as Mermaid, or as dot with --format dot", function()
+    local dir = env.tmpdir()
+    env.write(dir .. "/h.lua", "return function(msg) return msg.value end")
+    env.write(dir .. "/r.yaml", [[
+routes:
+  - name: orders
+    match:
+      - order.created
+      - /^order\.v[0-9]+$/
+    handler: h.lua
+    to: order.enriched
+    emits: [audit.log]
+    requests: [user.get]
+    dlq: order.failed
+  - name: math
+    match: sum
+    handler: h.lua
+    reply: nest
+    dlq: false
+]])
+    local code, out = env.run_cmd{"graph", dir}
+    assert.equal(0, code, out)
+    local lines = {}
+    for line in out:gmatch("[^\n]+") do lines[line] = true end
+    assert.is_true(lines["flowchart LR"])
+    assert.is_true(lines['  r1("orders<br/>h.lua<br/>group kroute")'], out)
+    assert.is_true(lines['  t1[("order.created")]'], out)
+    assert.is_true(lines["  t1 --> r1"], out)
+    assert.is_true(lines['  t2[("/^order\\.v[0-9]+$/")]'], out)
+    assert.is_true(lines["  t2 --> r1"], out)
+    assert.is_true(lines['  t3[("order.enriched")]'] and lines["  r1 --> t3"], out)
+    assert.is_true(lines['  t4[("audit.log")]'] and lines["  r1 -->|emit| t4"], out)
+    assert.is_true(lines['  t5[("user.get")]'] and lines["  r1 -.->|request| t5"], out)
+    assert.is_true(lines['  t6[("user.get.reply")]'] and lines["  t6 -.->|reply| r1"], out)
+    assert.is_true(lines['  t7[("order.failed")]'] and lines["  r1 -.->|DLQ| t7"], out)
+    assert.is_true(lines["  r2 -.->|reply| t9"], out) -- the caller's reply topic
+    assert.is_nil(out:match("r2 %-%.%->|DLQ|")) -- dlq: false
+    code, out = env.run_cmd{"graph", "--format", "dot", dir}
+    assert.equal(0, code, out)
+    assert.matches("^digraph kroute {\n  rankdir=LR;\n", out)
+    assert.matches('\n  t1 %[shape=cylinder, label="order.created"%];\n', out)
+    assert.matches("\n  r1 %-> t3;\n", out)
+    assert.matches('\n  r1 %-> t7 %[label="DLQ", style=dashed%];\n', out)
+    assert.matches("}\n$", out)
+    code, out = env.run_cmd{"graph", "--format", "svg", dir}
+    assert.equal(2, code)
+    assert.matches("mermaid or dot", out)
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+end)
+
+describe("kroute test", function()
+  it("runs the handler specs beside route files with kroute.testing available", function()
+    local code, out = env.run_cmd({"test", "examples/payments/routes.yaml"}, 60000)
+    assert.equal(0, code, out)
+    assert.matches("%d+ successes / 0 failures / 0 errors", out)
+    -- a failing spec fails the command
+    local dir = env.tmpdir()
+    env.write(dir .. "/h.lua", "return function(msg) return msg.value .. '!' end")
+    env.write(dir .. "/r.yaml", "routes:\n  - name: x\n    match: x\n    handler: h.lua\n    to: y\n")
+    env.write(dir .. "/h_spec.lua", [[
+local testing = require "kroute.testing"
+describe("h", function()
+  it("adds a bang", function()
+    local h = testing.handler("]] .. dir .. [[/h.lua", {to = "y"})
+    local res = h:run(testing.message{value = "hi"})
+    assert.equal("hi?", res.records[1].value)
+  end)
+end)
+]])
+    code, out = env.run_cmd({"test", dir}, 60000)
+    assert.is_true(code ~= 0, out)
+    assert.matches("0 successes / 1 failure", out)
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+end)
+
+describe("the manual page", function()
+  it("covers every command and option kroute help lists", function()
+    local _, help = env.run_cmd{"help"}
+    local man = env.read("core/kroute.1"):gsub("\\%-", "-"):gsub("\\f[BIRP]", "")
+    for word in help:gmatch("%-%-[%w%-]+") do
+      assert.is_truthy(man:find(word, 1, true), word .. " is not in kroute.1")
+    end
+    for cmd in help:gmatch("\n  kroute (%w+)") do
+      assert.is_truthy(man:find("kroute " .. cmd, 1, true) or man:find(".B " .. cmd, 1, true),
+                       cmd .. " is not in kroute.1")
+    end
   end)
 end)
