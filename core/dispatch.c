@@ -21,8 +21,8 @@
 #include "vm.h"
 
 #define LANE_BUCKETS 1024
-#define LANE_PAUSE_AT 5000  /* queued messages before a partition is paused */
-#define LANE_RESUME_AT 1000
+#define LANE_PAUSE_AT 20000  /* queued messages before a partition is paused */
+#define LANE_RESUME_AT 5000
 
 typedef struct kr_lane kr_lane_t;
 
@@ -46,6 +46,7 @@ typedef struct kr_inmsg {
     int worker;                     /* ...which belongs to this pool thread */
     int running;                    /* a pool thread has its run (job) */
     int dropped;                    /* ...and the run is to be dropped when it ends */
+    int unflushed;                  /* its job waits in a batch not yet handed over */
     kr_job_t job;
     int waiting;                    /* run suspended in kroute.request */
     int parked;                     /* ...until its reply topic is assigned */
@@ -67,6 +68,7 @@ typedef struct kr_out {
 
 struct kr_lane {
     kr_group_t *group;
+    int pump_mark;           /* listed for a pump after a batch came back */
     char *topic;
     int32_t partition;
     kr_inmsg_t *head, *tail; /* every message not yet stored, offset order */
@@ -74,6 +76,7 @@ struct kr_lane {
     size_t queued;
     size_t retry_cnt;        /* todo messages waiting for a retry */
     kr_ordering_t ordering;  /* the strictest of its routes' */
+    uint32_t *key_cnt;       /* ordering: key: unhandled messages per key slot */
     int paused;
     kr_lane_t *hnext;
 };
@@ -103,6 +106,8 @@ struct kr_dispatch {
     kr_metrics_t metrics;
     kr_pool_t *pool;
     size_t running;  /* messages with a job in the pool */
+    kr_job_t **batch_head, **batch_tail; /* per pool thread: jobs not yet handed over */
+    size_t *batch_len;
     int draining;
     kr_producer_t *p;
     kr_group_t **groups;
@@ -718,6 +723,29 @@ static void give_up(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route,
 /* Hands m's run to its VM's pool thread: a fresh run, or the resumption
  * of one that waited in kroute.request (value/err copied). The outcome
  * comes back through kr_dispatch_poll_jobs. */
+#define BATCH_MAX 64 /* jobs per hand-over: amortises it, bounds the wait for outputs */
+
+static void flush_worker(kr_dispatch_t *d, int w)
+{
+    if (!d->batch_head[w])
+        return;
+    for (kr_job_t *j = d->batch_head[w]; j; j = j->next)
+        ((kr_inmsg_t *)j->ctx)->unflushed = 0;
+    kr_pool_submit(d->pool, w, d->batch_head[w]);
+    d->batch_head[w] = d->batch_tail[w] = NULL;
+    d->batch_len[w] = 0;
+}
+
+void kr_dispatch_flush_jobs(kr_dispatch_t *d)
+{
+    for (int w = 0; d->pool && w < kr_pool_threads(d->pool); w++)
+        flush_worker(d, w);
+}
+
+/* Queues m's run for its VM's pool thread: a fresh run (batched with the
+ * other runs of this pass for that thread), or the resumption of one that
+ * waited in kroute.request (handed over alone and at once: it must never
+ * be skipped). The outcome comes back through kr_dispatch_poll_jobs. */
 static void submit(kr_dispatch_t *d, kr_inmsg_t *m, int kind, const void *value, size_t len,
                    const char *err)
 {
@@ -737,7 +765,19 @@ static void submit(kr_dispatch_t *d, kr_inmsg_t *m, int kind, const void *value,
     job->err = err ? strdup(err) : NULL;
     m->running = 1;
     d->running++;
-    kr_pool_submit(d->pool, m->worker, job);
+    int w = m->worker;
+    if (kind == KR_JOB_RESUME) {
+        kr_pool_submit(d->pool, w, job);
+        return;
+    }
+    if (d->batch_tail[w])
+        d->batch_tail[w]->next = job;
+    else
+        d->batch_head[w] = job;
+    d->batch_tail[w] = job;
+    m->unflushed = 1;
+    if (++d->batch_len[w] >= BATCH_MAX)
+        flush_worker(d, w);
 }
 
 /* Acts on the outcome `rc` of the run of routes[route_pos]. Returns 1 when
@@ -828,8 +868,6 @@ static int run_routes(kr_dispatch_t *d, kr_inmsg_t *m)
             abort();
         m->run->msg = &m->view;
         m->vm = vm_for(d, m, route);
-        if (!m->attempt)
-            stats(m, route)->in++;
         submit(d, m, KR_JOB_RUN, NULL, 0, NULL);
         return 1;
     }
@@ -851,8 +889,38 @@ static void on_reply(void *ctx, void *req_ctx, const void *value, size_t len, co
     submit(d, m, KR_JOB_RESUME, value, len, err);
 }
 
-#define KEY_BITS 4096 /* blocked-key filter of one pump: a collision only
-                        makes an unrelated key wait, never breaks order */
+#define KEY_BITS 4096 /* key slots: a collision only makes an unrelated
+                        key wait, never breaks order */
+
+/* Sets the lane's ordering; for `key`, counts its unhandled messages per
+ * key slot (kept up to date as messages come and are handled). */
+static void lane_set_ordering(kr_lane_t *lane, kr_ordering_t ordering)
+{
+    lane->ordering = ordering;
+    if (ordering != KR_ORDER_KEY)
+        return;
+    if (!lane->key_cnt)
+        lane->key_cnt = xcalloc(KEY_BITS, sizeof(*lane->key_cnt));
+    else
+        memset(lane->key_cnt, 0, KEY_BITS * sizeof(*lane->key_cnt));
+    for (kr_inmsg_t *m = lane->todo; m; m = m->tnext)
+        lane->key_cnt[m->key_hash % KEY_BITS]++;
+}
+
+/* m is handled: out of the todo list (prev is the one before it). */
+static void todo_remove(kr_lane_t *lane, kr_inmsg_t *prev, kr_inmsg_t *m)
+{
+    m->handled = 1;
+    if (prev)
+        prev->tnext = m->tnext;
+    else
+        lane->todo = m->tnext;
+    if (lane->todo_tail == m)
+        lane->todo_tail = prev;
+    m->tnext = NULL;
+    if (lane->key_cnt && lane->ordering == KR_ORDER_KEY)
+        lane->key_cnt[m->key_hash % KEY_BITS]--;
+}
 
 /* Handles the lane's unhandled messages in offset order. One that waits
  * (for a retry or a reply) holds back what must stay behind it: the rest
@@ -873,16 +941,8 @@ static void lane_pump(kr_dispatch_t *d, kr_lane_t *lane)
             m->pending++; /* hold: delivery reports served while producing must
                              not finish m before all its outputs are queued */
             int waiting = run_routes(d, m);
-            if (!waiting) {
-                m->handled = 1;
-                if (prev)
-                    prev->tnext = next;
-                else
-                    lane->todo = next;
-                if (lane->todo_tail == m)
-                    lane->todo_tail = prev;
-                m->tnext = NULL;
-            }
+            if (!waiting)
+                todo_remove(lane, prev, m);
             m->pending--;
             if (!waiting) {
                 /* an output refused synchronously: DLQ it now (this frees
@@ -892,6 +952,14 @@ static void lane_pump(kr_dispatch_t *d, kr_lane_t *lane)
                 m = next;
                 continue;
             }
+        }
+        /* in a batch not yet handed over: what follows it (in the
+         * partition, or of its key) may join that batch, which runs in
+         * order and stops at a failure */
+        if (m->running && m->unflushed) {
+            prev = m;
+            m = next;
+            continue;
         }
         /* m stays unhandled: it holds back what must keep its order */
         if (lane->ordering == KR_ORDER_PARTITION)
@@ -928,8 +996,10 @@ void kr_dispatch_message(kr_group_t *g, rd_kafka_message_t *rkm)
     m->key_hash = m->view.key ? hash_bytes(m->view.key, m->view.key_len, 2166136261u)
                               : 0x9e3779b9u; /* null keys keep their order together */
     kr_lane_t *lane = lane_get(g, tr, rkm->partition);
-    lane->ordering = tr->ordering;
+    if (lane->ordering != tr->ordering || (tr->ordering == KR_ORDER_KEY && !lane->key_cnt))
+        lane_set_ordering(lane, tr->ordering);
     m->lane = lane;
+    kr_inmsg_t *before = lane->todo_tail;
     if (lane->tail)
         lane->tail->next = m;
     else
@@ -950,7 +1020,23 @@ void kr_dispatch_message(kr_group_t *g, rd_kafka_message_t *rkm)
         kr_info("dispatch", "group=%s topic=%s partition=%d paused: %zu messages queued",
                 g->name, lane->topic, (int)lane->partition, lane->queued);
     }
-    lane_pump(d, lane);
+    if (lane->ordering == KR_ORDER_PARTITION) {
+        lane_pump(d, lane);
+        return;
+    }
+    /* key and none: only the new message can have become runnable, so
+     * do not rescan the lane (it may hold thousands): run m if nothing
+     * of its key is ahead of it, else it waits for that to finish */
+    if (lane->ordering == KR_ORDER_KEY && lane->key_cnt[m->key_hash % KEY_BITS]++)
+        return;
+    m->pending++;
+    int waiting = run_routes(d, m);
+    if (!waiting)
+        todo_remove(lane, before, m);
+    m->pending--;
+    if (!waiting && m->delivery_error)
+        inmsg_settle(d, m);
+    lane_advance(d, lane);
 }
 
 void kr_dispatch_set_requester(kr_dispatch_t *d, kr_requester_t *rq)
@@ -961,11 +1047,17 @@ void kr_dispatch_set_requester(kr_dispatch_t *d, kr_requester_t *rq)
 void kr_dispatch_set_pool(kr_dispatch_t *d, kr_pool_t *pool)
 {
     d->pool = pool;
+    int n = kr_pool_threads(pool);
+    d->batch_head = xcalloc((size_t)n, sizeof(*d->batch_head));
+    d->batch_tail = xcalloc((size_t)n, sizeof(*d->batch_tail));
+    d->batch_len = xcalloc((size_t)n, sizeof(*d->batch_len));
 }
 
 size_t kr_dispatch_poll_jobs(kr_dispatch_t *d)
 {
     size_t n = 0;
+    kr_lane_t **lanes = NULL; /* to pump once each, after the whole batch */
+    size_t lane_cnt = 0, lane_cap = 0;
     for (kr_job_t *job = kr_pool_finished(d->pool), *next; job; job = next, n++) {
         next = job->next;
         kr_inmsg_t *m = job->ctx;
@@ -981,12 +1073,35 @@ size_t kr_dispatch_poll_jobs(kr_dispatch_t *d)
                 inmsg_free(d, m);
             continue;
         }
-        kr_metrics_observe(stats(m, m->routes[m->route_pos]), job->seconds);
-        m->pending++; /* hold while its outputs are queued (see lane_pump) */
-        finish_run(d, m, m->routes[m->route_pos], job->rc);
-        m->pending--;
-        lane_pump(d, m->lane); /* m's next route, or what waited behind it */
+        const kr_route_t *route = m->routes[m->route_pos];
+        if (job->rc == KR_JOB_SKIPPED) {
+            run_free(m); /* never started: it runs again in a later batch */
+        } else {
+            if (job->kind == KR_JOB_RUN && !m->attempt)
+                stats(m, route)->in++;
+            kr_metrics_observe(stats(m, route), job->seconds);
+            m->pending++; /* hold while its outputs are queued (see lane_pump) */
+            finish_run(d, m, route, job->rc);
+            m->pending--;
+        }
+        if (!m->lane->pump_mark) {
+            if (lane_cnt == lane_cap) {
+                lane_cap = lane_cap ? lane_cap * 2 : 16;
+                lanes = realloc(lanes, lane_cap * sizeof(*lanes));
+                if (!lanes)
+                    abort();
+            }
+            m->lane->pump_mark = 1;
+            lanes[lane_cnt++] = m->lane;
+        }
     }
+    /* each message's next route, or what waited behind it */
+    for (size_t i = 0; i < lane_cnt; i++) {
+        lanes[i]->pump_mark = 0;
+        lane_pump(d, lanes[i]);
+    }
+    free(lanes);
+    kr_dispatch_flush_jobs(d);
     return n;
 }
 
@@ -1119,6 +1234,7 @@ static void lane_drop(kr_dispatch_t *d, kr_lane_t *lane)
             inmsg_free(d, m);
         m = next;
     }
+    free(lane->key_cnt);
     free(lane->topic);
     free(lane);
 }
@@ -1181,6 +1297,7 @@ int kr_dispatch_drain(kr_dispatch_t *d, int timeout_ms)
     /* runs in the pool end within their handler timeout; their VMs must
      * be idle before anything is freed */
     int64_t until = now_ms() + timeout_ms;
+    kr_dispatch_flush_jobs(d);
     while (d->running && now_ms() < until) {
         kr_dispatch_poll_jobs(d);
         if (d->p)
@@ -1213,6 +1330,7 @@ static void group_free(kr_dispatch_t *d, kr_group_t *g)
                 inmsg_free(d, m);
                 m = mn;
             }
+            free(lane->key_cnt);
             free(lane->topic);
             free(lane);
             lane = next;
@@ -1244,6 +1362,9 @@ void kr_dispatch_free(kr_dispatch_t *d)
         group_free(d, d->groups[gi]);
     free(d->groups);
     free(d->parked);
+    free(d->batch_head);
+    free(d->batch_tail);
+    free(d->batch_len);
     kr_gen_unref(d->gen);
     kr_metrics_free(&d->metrics);
     free(d);

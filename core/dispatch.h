@@ -57,6 +57,10 @@ void kr_dispatch_set_requester(kr_dispatch_t *d, kr_requester_t *rq);
 void kr_dispatch_render_metrics(kr_dispatch_t *d, kr_buf_t *out);
 /* The worker threads that run handlers (required before any message). */
 void kr_dispatch_set_pool(kr_dispatch_t *d, kr_pool_t *pool);
+/* Hands the runs queued so far to the pool. Runs are batched per thread
+ * until then (or BATCH_MAX): the router loop calls this once per turn,
+ * after it has dispatched what it polled. */
+void kr_dispatch_flush_jobs(kr_dispatch_t *d);
 /* Acts on handler runs the pool finished; returns how many. */
 size_t kr_dispatch_poll_jobs(kr_dispatch_t *d);
 /* Reads replies and resumes the handlers waiting for them. */

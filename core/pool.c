@@ -32,33 +32,43 @@ static void *thread_main(void *arg)
     for (;;) {
         while (!t->head && !p->stopping)
             pthread_cond_wait(&t->work, &p->mu);
-        kr_job_t *job = t->head;
-        if (!job)
+        kr_job_t *batch = t->head;
+        if (!batch)
             break; /* stopping, and nothing left */
-        t->head = job->next;
+        t->head = batch->qnext;
         if (!t->head)
             t->tail = NULL;
         pthread_mutex_unlock(&p->mu);
 
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
         pthread_mutex_lock(&t->vm_mu);
-        if (job->kind == KR_JOB_RUN)
-            job->rc = kr_vm_run(job->vm, job->run);
-        else
-            job->rc = kr_vm_resume(job->vm, job->run, job->value, job->len, job->err);
+        int stopped = 0;
+        kr_job_t *last = batch;
+        for (kr_job_t *job = batch; job; job = job->next) {
+            last = job;
+            if (stopped) {
+                job->rc = KR_JOB_SKIPPED;
+                continue;
+            }
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            if (job->kind == KR_JOB_RUN)
+                job->rc = kr_vm_run(job->vm, job->run);
+            else
+                job->rc = kr_vm_resume(job->vm, job->run, job->value, job->len, job->err);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            job->seconds =
+                (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+            stopped = job->rc != KR_VM_OK;
+        }
         pthread_mutex_unlock(&t->vm_mu);
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        job->seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 
         pthread_mutex_lock(&p->mu);
-        job->next = NULL;
         int was_empty = !p->done_head;
         if (p->done_tail)
-            p->done_tail->next = job;
+            p->done_tail->next = batch;
         else
-            p->done_head = job;
-        p->done_tail = job;
+            p->done_head = batch;
+        p->done_tail = last;
         if (was_empty) { /* one wake-up per batch the router has not seen */
             ssize_t w = write(p->wake_fd, "j", 1);
             (void)w;
@@ -95,19 +105,22 @@ int kr_pool_threads(const kr_pool_t *p)
     return p->n;
 }
 
-void kr_pool_submit(kr_pool_t *p, int worker, kr_job_t *job)
+void kr_pool_submit(kr_pool_t *p, int worker, kr_job_t *batch)
 {
     thread_t *t = &p->threads[worker % p->n];
-    job->next = NULL;
+    size_t n = 0;
+    for (kr_job_t *j = batch; j; j = j->next)
+        n++;
+    batch->qnext = NULL;
     pthread_mutex_lock(&p->mu);
     if (t->tail) {
-        t->tail->next = job; /* the thread is awake: it drains its queue */
+        t->tail->qnext = batch; /* the thread is awake: it drains its queue */
     } else {
-        t->head = job;
+        t->head = batch;
         pthread_cond_signal(&t->work);
     }
-    t->tail = job;
-    p->busy++;
+    t->tail = batch;
+    p->busy += n;
     pthread_mutex_unlock(&p->mu);
 }
 

@@ -512,6 +512,7 @@ static void event_loop(router_t *rt)
             while (c && !stop_requested && (n = kr_consumer_poll(c, 0, rkms, BATCH)) > 0) {
                 for (ssize_t j = 0; j < n; j++)
                     kr_dispatch_message(g, rkms[j]);
+                kr_dispatch_flush_jobs(d); /* one hand-over per thread per poll */
                 got += (size_t)n;
                 if (n < BATCH)
                     break;
@@ -520,6 +521,7 @@ static void event_loop(router_t *rt)
         got += kr_dispatch_poll_replies(d);
         kr_producer_poll(rt->p, 0);
         int next = kr_dispatch_tick(d);
+        kr_dispatch_flush_jobs(d); /* anything a reply or a retry queued */
         char pfatal[256];
         if (kr_producer_fatal(rt->p, pfatal, sizeof(pfatal))) {
             kr_error("router", "fatal producer error: %s", pfatal);

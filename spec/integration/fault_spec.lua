@@ -262,7 +262,7 @@ describe("fault tolerance", function()
 
   it("pauses a partition that falls behind, keeps polling, and resumes it", function()
     -- a poison first message waits 6 s for its retry: everything behind it
-    -- in the partition queues up, past the pause mark (5000)
+    -- in the partition queues up, past the pause mark (20000)
     local d = dir .. "/backpressure"
     env.write(d .. "/r.yaml", [[
 kafka:
@@ -281,12 +281,12 @@ routes:
     local r = env.kroute(d, addr)
     assert.is_truthy(r:wait_assigned(30000), r:logtext())
     local batch = {{key = "p", value = json.encode{s = 0, poison = true}}}
-    for s = 1, 8000 do batch[#batch + 1] = {key = "k" .. s % 7, value = json.encode{s = s}} end
+    for s = 1, 24000 do batch[#batch + 1] = {key = "k" .. s % 7, value = json.encode{s = s}} end
     ts.produce(addr, "bp.in", batch)
     assert.is_truthy(r:wait_log("topic=bp%.in partition=0 paused: %d+ messages queued", 20000),
                      r:logtext():sub(-4000))
-    local out = env.consume(addr, "bp.out", 8000, 60000)
-    assert.equal(8000, #out)
+    local out = env.consume(addr, "bp.out", 24000, 60000)
+    assert.equal(24000, #out)
     assert.equal(1, #env.consume(addr, "bp.in.dlq", 1, 20000))
     assert.matches("topic=bp%.in partition=0 resumed", r:logtext())
     -- 6 s with the partition blocked, past max.poll.interval.ms (4 s): still in the group
