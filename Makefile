@@ -96,10 +96,12 @@ test-integration: all
 test-asan: all $(BUILD)/kroute-asan
 	@sh spec/run.sh asan
 
-# Benchmarks (figures, never pass/fail): request/reply against NestJS, and
-# hot reload latency and throughput with 100 routes.
+# Benchmarks (figures, never pass/fail): throughput against a C librdkafka
+# reference, memory over 10M events, request/reply against NestJS, and hot
+# reload latency and throughput with 100 routes.
 bench: deps all $(BUILD)/bench-passthrough
 	@lua5.4 spec/bench/throughput_bench.lua
+	@lua5.4 spec/bench/memory_bench.lua
 	@lua5.4 spec/bench/request_bench.lua
 	@lua5.4 spec/bench/reload_bench.lua
 

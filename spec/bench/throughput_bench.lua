@@ -143,8 +143,18 @@ local seq = 0 -- across runs: every latency event is told apart by its seq
 local function latency(cfg)
   local RATE, SECONDS = 5000, 4
   local pid, stop = start(cfg, "bench-lat-" .. cfg.id, "lat.in", "lat.out")
-  ts.sleep(4000) -- the group join
+  -- warm up: one event every 100 ms until one comes out (the group joined)
   local base = total("lat.out")
+  local t_warm = ts.monotonic()
+  while total("lat.out") == base do
+    assert(ts.monotonic() - t_warm < 60000, cfg.name .. ": nothing came out")
+    seq = seq + 1
+    ts.produce(broker.addr, "lat.in", {{key = "w", value = json.encode{seq = seq, userId = "w",
+                                                                        amount = 1}}})
+    ts.sleep(100)
+  end
+  ts.sleep(500)
+  base = total("lat.out")
   local first = seq + 1
   local t0 = ts.monotonic()
   while ts.monotonic() - t0 < SECONDS * 1000 do
