@@ -156,6 +156,7 @@ local function latency(cfg)
   ts.sleep(500)
   base = total("lat.out")
   local first = seq + 1
+  local unsure = {}
   local t0 = ts.monotonic()
   while ts.monotonic() - t0 < SECONDS * 1000 do
     local batch = {}
@@ -164,7 +165,13 @@ local function latency(cfg)
       batch[#batch + 1] = {key = "u" .. seq % 1000, value = json.encode{
         seq = seq, userId = "u" .. seq % 1000, amount = 1500, concertId = "c1"}}
     end
+    -- each call is a new client: now and then its start-up takes a second,
+    -- and then the events' CreateTime says nothing about when they arrived
+    local tp = ts.monotonic()
     ts.produce(broker.addr, "lat.in", batch)
+    if ts.monotonic() - tp > 50 then
+      for s = seq - #batch + 1, seq do unsure[s] = true end
+    end
     local next_at = t0 + (seq - first + 1) * 1000 // RATE
     if next_at > ts.monotonic() then ts.sleep(next_at - ts.monotonic()) end
   end
@@ -175,13 +182,17 @@ local function latency(cfg)
   end
   for _, rec in ipairs(recs) do
     local s = json.decode(rec.value).seq
-    if s >= first and inputs[s] and not outs[s] then outs[s] = rec.timestamp - inputs[s] end
+    if s >= first and inputs[s] and not outs[s] and not unsure[s] then
+      outs[s] = rec.timestamp - inputs[s]
+    end
   end
   stop()
   local lat = {}
   for _, v in pairs(outs) do lat[#lat + 1] = v end
   table.sort(lat)
-  return lat[math.max(1, #lat // 2)], lat[math.max(1, math.ceil(#lat * 0.99))], #lat
+  local left_out = 0
+  for _ in pairs(unsure) do left_out = left_out + 1 end
+  return lat[math.max(1, #lat // 2)], lat[math.max(1, math.ceil(#lat * 0.99))], #lat, left_out
 end
 
 progress(("preloading %d payment events into %d partitions"):format(N, PARTS))
@@ -231,10 +242,11 @@ for _, cfg in ipairs(CONFIGS) do
 end
 print("(medians over the rounds; each ratio is to the reference of the same round)")
 
-local ref50, ref99, refn = latency(CONFIGS[1])
-local k50, k99, kn = latency(CONFIGS[3])
+local ref50, ref99, refn, refout = latency(CONFIGS[1])
+local k50, k99, kn, kout = latency(CONFIGS[3])
 print(("latency at 5,000 events/s, input CreateTime -> output CreateTime: reference p50 %d ms "
-       .. "p99 %d ms (%d events); kroute JSON transform p50 %d ms p99 %d ms (%d events)")
-  :format(ref50, ref99, refn, k50, k99, kn))
+       .. "p99 %d ms (%d events); kroute JSON transform p50 %d ms p99 %d ms (%d events); "
+       .. "left out: %d and %d events whose own produce call took over 50 ms")
+  :format(ref50, ref99, refn, k50, k99, kn, refout, kout))
 broker.stop()
 os.execute("rm -rf '" .. dir .. "'")
