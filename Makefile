@@ -27,7 +27,7 @@ ASAN_OBJS := $(CORE_SRCS:%.c=$(BUILD)/asan/%.o) $(BUILD)/asan/main.o
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 APT_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 librdkafka-dev libyaml-dev \
-	libmicrohttpd-dev lua-busted kcat curl python3 python3-prometheus-client
+	libmicrohttpd-dev lua-busted lua-cjson kcat curl python3 python3-prometheus-client
 
 .PHONY: all deps run test test-unit test-integration test-asan valgrind bench fuzz install uninstall clean
 
@@ -97,11 +97,13 @@ test-asan: all $(BUILD)/kroute-asan
 	@sh spec/run.sh asan
 
 # Benchmarks (figures, never pass/fail): throughput against a C librdkafka
-# reference, memory over 10M events, request/reply against NestJS, and hot
-# reload latency and throughput with 100 routes.
+# reference, memory over 10M events, the JSON codec against lua-cjson,
+# request/reply against NestJS, and hot reload latency and throughput with
+# 100 routes.
 bench: deps all $(BUILD)/bench-passthrough
 	@lua5.4 spec/bench/throughput_bench.lua
 	@lua5.4 spec/bench/memory_bench.lua
+	@lua5.4 spec/bench/json_bench.lua
 	@lua5.4 spec/bench/request_bench.lua
 	@lua5.4 spec/bench/reload_bench.lua
 

@@ -31,7 +31,8 @@ void kr_record_free(kr_record_t *rec)
 {
     free(rec->topic);
     kr_buf_free(&rec->key);
-    kr_buf_free(&rec->value);
+    if (!rec->value_borrowed)
+        kr_buf_free(&rec->value);
     if (rec->headers)
         rd_kafka_headers_destroy(rec->headers);
     memset(rec, 0, sizeof(*rec));
@@ -119,6 +120,24 @@ static void set_value(lua_State *L, int idx, kr_record_t *rec)
     if (lua_isnoneornil(L, idx) || kr_json_is_null(L, idx)) {
         rec->value_null = 1;
         return;
+    }
+    /* the input's value handed back unchanged (a pass-through): point at
+     * the consumed message's bytes, which outlive every record of its run,
+     * instead of copying them */
+    const kr_run_t *run = kr_run_current(L);
+    size_t len;
+    const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &len) : NULL;
+    if (s && run && run->msg && run->msg->value && len && len == run->msg->value_len &&
+        !memcmp(s, run->msg->value, len) && !rec->value_borrowed) {
+        kr_buf_free(&rec->value);
+        rec->value.data = (char *)run->msg->value; /* read only: never written or freed */
+        rec->value.len = rec->value.cap = len;
+        rec->value_borrowed = 1;
+        return;
+    }
+    if (rec->value_borrowed) { /* set twice: forget the borrowed bytes first */
+        memset(&rec->value, 0, sizeof(rec->value));
+        rec->value_borrowed = 0;
     }
     value_bytes(L, idx, &rec->value, "value");
 }

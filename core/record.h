@@ -22,6 +22,7 @@ typedef struct kr_record {
     kr_buf_t key;
     int value_null;
     kr_buf_t value;
+    int value_borrowed;          /* value points at the input message's bytes */
     int inherit_headers;         /* copy the input's headers */
     rd_kafka_headers_t *headers; /* owned; used when !inherit_headers */
     int returned;                /* a return value (not an emit) */

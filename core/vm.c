@@ -23,6 +23,7 @@
 #include "message.h"
 
 #define HOOK_EVERY 1000 /* instructions between deadline checks */
+#define IDLE_COROUTINES 8 /* finished coroutines kept per VM for reuse */
 
 struct kr_vm {
     lua_State *L;
@@ -35,6 +36,8 @@ struct kr_vm {
     int handle_ref; /* registry ref of the handle function */
     int state_ref;  /* the handler table's reload_state function, if any */
     const char *prev_state; /* JSON from the previous generation, for init(prev) */
+    int idle_ref;   /* registry table of finished coroutines kept for reuse */
+    int idle_n;
     char **files;   /* the handler file and every module it required */
     size_t file_cnt;
     int64_t started_ns, deadline_ns; /* monotonic; 0 = no run in progress */
@@ -373,6 +376,7 @@ kr_vm_t *kr_vm_new(const kr_vm_opts_t *opts, char *errstr, size_t errsize)
     vm->mem_limit = opts->memory ? opts->memory : (64u << 20);
     vm->handle_ref = LUA_NOREF;
     vm->state_ref = LUA_NOREF;
+    vm->idle_ref = LUA_NOREF;
     vm->prev_state = opts->prev_state;
     vm_add_file(vm, opts->handler);
     vm->L = lua_newstate(vm_alloc, vm);
@@ -386,6 +390,8 @@ kr_vm_t *kr_vm_new(const kr_vm_opts_t *opts, char *errstr, size_t errsize)
     kr_run_set_current(vm->L, NULL);
     lua_sethook(vm->L, deadline_hook, LUA_MASKCOUNT, HOOK_EVERY);
     open_sandbox(vm);
+    lua_newtable(vm->L);
+    vm->idle_ref = luaL_ref(vm->L, LUA_REGISTRYINDEX);
     /* loading counts against the cap too: a handler whose module state
      * alone exceeds `memory` is a configuration error */
     if (load_handler(vm, opts->handler, errstr, errsize) < 0)
@@ -441,8 +447,17 @@ static void run_release(kr_vm_t *vm, kr_run_t *run)
     lua_rawgeti(L, LUA_REGISTRYINDEX, run->msg_ref);
     kr_message_invalidate(L, -1);
     lua_pop(L, 1);
-    lua_resetthread(run->co);
+    int clean = lua_resetthread(run->co) == LUA_OK;
+    lua_settop(run->co, 0);
     kr_run_set_current(run->co, NULL);
+    /* a reset coroutine is as good as new: keep a few, so a run costs no
+     * thread allocation (and no garbage) */
+    if (clean && vm->idle_n < IDLE_COROUTINES) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->idle_ref);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, run->co_ref);
+        lua_rawseti(L, -2, ++vm->idle_n);
+        lua_pop(L, 1);
+    }
     if (run->request) { /* raised while building a request */
         kr_record_free(run->request);
         free(run->request);
@@ -515,7 +530,17 @@ static void push_handle(kr_vm_t *vm, lua_State *co, const char *topic)
 int kr_vm_run(kr_vm_t *vm, kr_run_t *run)
 {
     lua_State *L = vm->L;
-    lua_State *co = lua_newthread(L);
+    lua_State *co;
+    if (vm->idle_n > 0) { /* pop a finished coroutine off the idle stack */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->idle_ref);
+        lua_rawgeti(L, -1, vm->idle_n);
+        co = lua_tothread(L, -1);
+        lua_pushnil(L);
+        lua_rawseti(L, -3, vm->idle_n--);
+        lua_remove(L, -2);
+    } else {
+        co = lua_newthread(L);
+    }
     run->co = co;
     run->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     kr_message_push(L, run->msg);
