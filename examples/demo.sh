@@ -6,7 +6,7 @@
 cd "$(dirname "$0")/.." || exit 2
 bin=build/kroute
 log=$(mktemp /tmp/kroute-demo.XXXXXX)
-$bin run --no-watch "$@" routes 2>"$log" &
+$bin run "$@" routes 2>"$log" &
 kroute_pid=$!
 tail -n +1 -f "$log" &
 tail_pid=$!
@@ -56,6 +56,8 @@ kcat -C -q -b "$addr" -G kroute-demo-viewer -o beginning -u \
     ranking.points dataplatform.payments notification.requested \
     payment.completed.ranking.dlq user.created.dlq 2>/dev/null &
 viewer_pid=$!
-echo "demo: kroute is running; Ctrl-C to stop" >&2
+admin=$(sed -n 's/.*admin \(http:[^;]*\);.*/\1/p' "$log" | head -n 1)
+echo "demo: kroute is running; Ctrl-C to stop. Try: curl -s $admin/metrics, $admin/routes, or" >&2
+echo "demo: edit a handler under examples/ and watch it reload (curl -s $admin/reload)" >&2
 wait "$kroute_pid"
 stop
