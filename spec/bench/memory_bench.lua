@@ -17,15 +17,7 @@ local function progress(msg) io.stderr:write("bench: ", msg, "\n") end
 
 local broker = env.broker{"mem.in:" .. PARTS, "mem.out:" .. PARTS}
 local dir = env.tmpdir()
-env.write(dir .. "/h.lua", [[
-local kroute = require "kroute"
-return function(msg)
-  local ev = assert(msg:json())
-  ev.amount = ev.amount * 2
-  ev.routed_by = "kroute"
-  return kroute.record{ key = ev.userId, value = ev }
-end
-]])
+env.write(dir .. "/h.lua", env.read("spec/bench/payment_transform.lua"))
 env.write(dir .. "/r.yaml", env.fast_kafka .. [[
 routes:
   - name: transform

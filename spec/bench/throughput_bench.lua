@@ -33,15 +33,7 @@ local dir = env.tmpdir()
 
 local HANDLERS = {
   pass = "return function(msg) return msg.value end\n",
-  transform = [[
-local kroute = require "kroute"
-return function(msg)
-  local ev = assert(msg:json())
-  ev.amount = ev.amount * 2
-  ev.routed_by = "kroute"
-  return kroute.record{ key = ev.userId, value = ev }
-end
-]],
+  transform = env.read("spec/bench/payment_transform.lua"),
   fanout = [[
 local kroute = require "kroute"
 return function(msg)
