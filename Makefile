@@ -16,7 +16,7 @@ CPPFLAGS_ALL := -D_GNU_SOURCE -DKR_VERSION='"$(VERSION)"' \
 	-DKR_LUA_DIR='"$(PREFIX)/share/kroute/lua"' -I/usr/include/lua5.4
 LIBS    := -llua5.4 -lrdkafka -lyaml -lmicrohttpd -lpthread -lm
 
-BUILD   := build
+BUILD   := .build
 # the router core: everything but the CLI and test-only bindings
 CORE_SRCS := log.c errors.c pattern.c config.c json.c message.c record.c lapi.c vm.c \
 	worker.c generation.c pool.c metrics.c graph.c spectest.c watch.c admin.c kafkaconf.c producer.c consumer.c nest.c requester.c dispatch.c broker.c router.c \
@@ -68,7 +68,7 @@ $(BUILD)/fuzz-regress: core/fuzz.c $(FUZZ_SRCS:%=core/%) core/*.h | $(BUILD)/asa
 		$(FUZZ_SRCS:%=core/%) $(LIBS)
 
 # libFuzzer on the route-file loader, topic patterns and JSON (clang; not in
-# CI). New crashers land in build/fuzz-corpus; copy them to spec/fuzz/corpus.
+# CI). New crashers land in .build/fuzz-corpus; copy them to spec/fuzz/corpus.
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	@command -v clang >/dev/null || { echo "make fuzz needs clang (apt-get install clang)"; exit 2; }

@@ -58,7 +58,7 @@ static void find_specs(const char *dir, int depth, list_t *out)
     closedir(d);
 }
 
-/* The folder holding native.so: build/lua beside a built kroute, or
+/* The folder holding native.so: .build/lua beside a built kroute, or
  * PREFIX/lib/kroute/lua beside an installed one. */
 static const char *native_dir(void)
 {

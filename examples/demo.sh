@@ -4,7 +4,7 @@
 # and show the routed output records next to kroute's own log.
 # Ctrl-C stops everything (kroute drains, commits and exits 0).
 cd "$(dirname "$0")/.." || exit 2
-bin=build/kroute
+bin=.build/kroute
 log=$(mktemp /tmp/kroute-demo.XXXXXX)
 $bin run "$@" routes 2>"$log" &
 kroute_pid=$!

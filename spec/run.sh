@@ -8,8 +8,8 @@
 #   (unit also replays the fuzz corpus, spec/fuzz/corpus, under ASan+UBSan)
 cd "$(dirname "$0")/.." || exit 2
 export LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;"
-export LUA_CPATH="build/lua/?.so;;"
-mkdir -p build/test
+export LUA_CPATH=".build/lua/?.so;;"
+mkdir -p .build/test
 # busted's own #! picks whatever `lua` is; the specs need Lua 5.4
 busted="lua5.4 /usr/bin/busted"
 suite=${1:-all}
@@ -18,7 +18,7 @@ passed=0 failed=0 skipped=0
 run_suite() {
     name=$1
     shift
-    out=build/test/$name.tap
+    out=.build/test/$name.tap
     echo "== $name"
     # TAP lines are counted; everything else (logs, diagnostics) passes through
     "$@" 2>&1 | tee "$out"
@@ -41,7 +41,7 @@ case $suite in
 all | unit)
     run_suite fuzz-corpus env ASAN_OPTIONS=detect_leaks=1:exitcode=66 \
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=66 \
-        build/fuzz-regress spec/fuzz/corpus ;;
+        .build/fuzz-regress spec/fuzz/corpus ;;
 esac
 case $suite in
 all | integration)
@@ -49,7 +49,7 @@ all | integration)
 esac
 case $suite in
 all | asan)
-    run_suite asan env KROUTE_BIN=build/kroute-asan \
+    run_suite asan env KROUTE_BIN=.build/kroute-asan \
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=66 \
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=66 \
         $busted -o TAP spec/integration ;;

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs the NestJS example apps' dependencies (package.json + package-lock.json next
-# to this script) into <repo>/build/nestjs/node_modules, where nest.js loads them from.
+# to this script) into <repo>/.build/nestjs/node_modules, where nest.js loads them from.
 # `npm ci` from the lockfile (`npm install` if there is none). A stamp file holding the
 # checksum of package.json + package-lock.json makes a repeated run a silent no-op.
 # Exit status: 0 installed or already up to date, non-zero on failure.
@@ -8,7 +8,7 @@ set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-dest="$root/build/nestjs"
+dest="$root/.build/nestjs"
 stamp="$dest/.installed"
 
 checksum() {

@@ -2,7 +2,7 @@
 // Shared helper for the NestJS example apps.
 //
 // The dependencies are not installed next to these files: install.sh puts them in
-// <repo>/build/nestjs/node_modules (build/ is git-ignored). This module loads them from
+// <repo>/.build/nestjs/node_modules (.build/ is git-ignored). This module loads them from
 // there, so the apps run with a plain `node file.js` and no NODE_PATH.
 //
 // It also provides what plain JavaScript needs to use Nest without a TypeScript build:
@@ -15,7 +15,7 @@ const path = require('path');
 const { createRequire } = require('module');
 
 const ROOT = path.resolve(__dirname, '..', '..');
-const PREFIX = path.join(ROOT, 'build', 'nestjs');
+const PREFIX = path.join(ROOT, '.build', 'nestjs');
 
 if (!fs.existsSync(path.join(PREFIX, 'node_modules', '@nestjs', 'microservices', 'package.json'))) {
   process.stderr.write(

@@ -4,7 +4,7 @@
 -- rounds; prints events/s and the ratio. lua-cjson is the usual choice in
 -- Lua gateways (OpenResty); kroute keeps its own for exact 64-bit integers,
 -- arrays that survive a round trip and strict UTF-8 (see README).
-package.cpath = "build/lua/?.so;" .. package.cpath
+package.cpath = ".build/lua/?.so;" .. package.cpath
 local kjson = require("kroute.native").json
 local ok, cjson = pcall(require, "cjson")
 if not ok then

@@ -5,7 +5,7 @@
 -- events are through (warm), at the end, the growth between the two, and
 -- kroute's Lua memory from /metrics. Not a test: nothing is asserted.
 package.path = "spec/?.lua;lua/?.lua;" .. package.path
-package.cpath = "build/lua/?.so;" .. package.cpath
+package.cpath = ".build/lua/?.so;" .. package.cpath
 local env = require "support.env"
 local ts = env.ts
 
@@ -28,7 +28,7 @@ routes:
 -- the producer: its own process, so kroute's drain and the feed overlap
 env.write(dir .. "/feed.lua", ([[
 package.path = "spec/?.lua;lua/?.lua;" .. package.path
-package.cpath = "build/lua/?.so;" .. package.cpath
+package.cpath = ".build/lua/?.so;" .. package.cpath
 local ts = require("kroute.native").testsupport
 local json = require("kroute.native").json
 local N, RATE, addr = %d, %d, %q

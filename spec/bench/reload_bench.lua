@@ -7,7 +7,7 @@
 --      reported as a ratio, plus the slowest 100 ms window of each run
 --      against its median window.
 package.path = "spec/?.lua;lua/?.lua;" .. package.path
-package.cpath = "build/lua/?.so;" .. package.cpath
+package.cpath = ".build/lua/?.so;" .. package.cpath
 local env = require "support.env"
 local ts = env.ts
 

@@ -7,7 +7,7 @@
 --      partition, one request at a time) and throughput (16 partitions).
 -- Figures are printed as a table and as ratios between the two responders.
 package.path = "spec/?.lua;lua/?.lua;" .. package.path
-package.cpath = "build/lua/?.so;" .. package.cpath
+package.cpath = ".build/lua/?.so;" .. package.cpath
 local env = require "support.env"
 local ts = env.ts
 local json = require("kroute.native").json

@@ -2,7 +2,7 @@
 -- On one broker, in one run: N payment events are preloaded, then each
 -- configuration drains them in its own consumer group, in turn, for
 -- ROUNDS rounds (round-robin, so a noisy moment hits every configuration):
---   (a) build/bench-passthrough, a plain C librdkafka consume -> copy ->
+--   (a) .build/bench-passthrough, a plain C librdkafka consume -> copy ->
 --       produce loop with the same at-least-once discipline (the reference);
 --   (b) kroute with a pass-through Lua handler;
 --   (c) kroute with the seed's JSON transform (decode, amount*2, add a
@@ -14,7 +14,7 @@
 -- each as a ratio to (a) of the same round. Then p50/p99 latency (input
 -- CreateTime to output CreateTime) at a steady 5k events/s for (a) and (c).
 package.path = "spec/?.lua;lua/?.lua;" .. package.path
-package.cpath = "build/lua/?.so;" .. package.cpath
+package.cpath = ".build/lua/?.so;" .. package.cpath
 local env = require "support.env"
 local ts = env.ts
 local json = require("kroute.native").json
@@ -22,7 +22,7 @@ local json = require("kroute.native").json
 local N = tonumber(os.getenv("BENCH_EVENTS") or "300000")
 local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "3")
 local PARTS = 16 -- the mock keeps 5 MiB per partition: 16 hold 300k events
-local REF = "build/bench-passthrough"
+local REF = ".build/bench-passthrough"
 
 local function progress(msg) io.stderr:write("bench: ", msg, "\n") end
 

@@ -1,7 +1,7 @@
 -- kroute in a real NestJS 11 system (examples/nestjs): NestJS ClientKafka
 -- calls kroute's reply: nest routes, and a kroute route calls a NestJS
 -- @MessagePattern service with kroute.request. The NestJS packages are
--- installed with npm into build/nestjs on first run (examples/nestjs/install.sh).
+-- installed with npm into .build/nestjs on first run (examples/nestjs/install.sh).
 local env = require "support.env"
 local ts = env.ts
 local json = require("kroute.native").json

@@ -27,7 +27,7 @@ ts = setmetatable({
   end,
 }, {__index = ts})
 env.ts = ts
-env.bin = os.getenv("KROUTE_BIN") or "build/kroute"
+env.bin = os.getenv("KROUTE_BIN") or ".build/kroute"
 env.sanitized = env.bin:match("asan") ~= nil
 
 local function sh(cmd)

@@ -6,7 +6,7 @@ local json = require("kroute.native").json
 
 local nest = {dir = "examples/nestjs/"}
 
---- npm-installs the apps' packages into build/nestjs (a no-op when current).
+--- npm-installs the apps' packages into .build/nestjs (a no-op when current).
 function nest.install()
   assert(os.execute("sh " .. nest.dir .. "install.sh"), "npm install of the NestJS packages failed")
 end
