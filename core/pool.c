@@ -19,7 +19,6 @@ struct kr_pool {
     thread_t *threads;
     int n;
     kr_job_t *done_head, *done_tail;
-    size_t busy;
     int wake_fd;
     int stopping;
 };
@@ -108,9 +107,6 @@ int kr_pool_threads(const kr_pool_t *p)
 void kr_pool_submit(kr_pool_t *p, int worker, kr_job_t *batch)
 {
     thread_t *t = &p->threads[worker % p->n];
-    size_t n = 0;
-    for (kr_job_t *j = batch; j; j = j->next)
-        n++;
     batch->qnext = NULL;
     pthread_mutex_lock(&p->mu);
     if (t->tail) {
@@ -120,7 +116,6 @@ void kr_pool_submit(kr_pool_t *p, int worker, kr_job_t *batch)
         pthread_cond_signal(&t->work);
     }
     t->tail = batch;
-    p->busy += n;
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -128,19 +123,9 @@ kr_job_t *kr_pool_finished(kr_pool_t *p)
 {
     pthread_mutex_lock(&p->mu);
     kr_job_t *jobs = p->done_head;
-    for (kr_job_t *j = jobs; j; j = j->next)
-        p->busy--;
     p->done_head = p->done_tail = NULL;
     pthread_mutex_unlock(&p->mu);
     return jobs;
-}
-
-size_t kr_pool_busy(kr_pool_t *p)
-{
-    pthread_mutex_lock(&p->mu);
-    size_t n = p->busy;
-    pthread_mutex_unlock(&p->mu);
-    return n;
 }
 
 void kr_pool_lock(kr_pool_t *p, int worker)

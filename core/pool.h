@@ -45,8 +45,6 @@ void kr_pool_submit(kr_pool_t *p, int worker, kr_job_t *batch);
 /* Takes every finished job (linked by `next`), batches in the order they
  * finished, jobs in batch order (NULL: none). */
 kr_job_t *kr_pool_finished(kr_pool_t *p);
-/* Jobs queued or running (counted per job). */
-size_t kr_pool_busy(kr_pool_t *p);
 /* Exclusive use of worker `worker`'s VMs from the calling thread (to
  * abandon a run, or read reload_state) until kr_pool_unlock. */
 void kr_pool_lock(kr_pool_t *p, int worker);
