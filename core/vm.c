@@ -4,16 +4,23 @@
  * searches only the handler's folder and kroute's lua/ folder, the
  * allocator enforces the route's memory cap while handler code runs, and a
  * count hook stops a run that passes its deadline. Every handler run is a
- * coroutine started from C, so nothing in here runs unprotected. */
+ * coroutine started from C, and everything else that can run handler code
+ * (an error object's __tostring, __close handlers, reload_state) runs in a
+ * protected call under the same deadline and cap: nothing in here runs
+ * handler code unprotected or unbounded. Finalizers (__gc) are refused
+ * outright: the collector runs them with hooks off, so no deadline could
+ * stop one. Handler code cannot reach kroute's own run coroutines. */
 #include "vm.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <lauxlib.h>
 #include <libgen.h>
 #include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,6 +49,10 @@ struct kr_vm {
     size_t file_cnt;
     int64_t started_ns, deadline_ns; /* monotonic; 0 = no run in progress */
     int timed_out;
+    int runs_ref;   /* registry set (weak keys) of kroute's run coroutines */
+    int suspended;  /* runs waiting in kroute.request (their coroutines live in L) */
+    int rebuild;    /* the state sits at its cap: rebuild it once nothing is suspended */
+    kr_vm_opts_t opts; /* what built it (strings owned), for a rebuild */
 };
 
 static int64_t now_ns(void)
@@ -77,22 +88,45 @@ static int vm_panic(lua_State *L)
 
 /* Count hook, set on the main thread so every coroutine inherits it
  * (including ones a handler creates). Past the deadline it raises, and
- * from then on fires on every instruction: a handler that swallows the
- * error with pcall is stopped by the next instruction outside the pcall. */
+ * from then on fires on every instruction of whichever thread it fires
+ * in: a handler that swallows the error with pcall - in a child coroutine
+ * or in the run's own - is stopped by the next instruction outside the
+ * pcall. A thread left on every-instruction mode by an earlier run goes
+ * back to sampling the next time its hook fires in time. */
 static void deadline_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
     void *ud;
     lua_getallocf(L, &ud);
     kr_vm_t *vm = ud;
-    if (!vm->deadline_ns || now_ns() <= vm->deadline_ns)
+    if (!vm->deadline_ns || now_ns() <= vm->deadline_ns) {
+        if (lua_gethookcount(L) != HOOK_EVERY)
+            lua_sethook(L, deadline_hook, LUA_MASKCOUNT, HOOK_EVERY);
         return;
-    if (!vm->timed_out) {
-        vm->timed_out = 1;
-        lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 1);
     }
+    vm->timed_out = 1;
+    if (lua_gethookcount(L) != 1)
+        lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 1);
     luaL_error(L, "timeout: handler ran longer than %I ms",
                (lua_Integer)((vm->deadline_ns - vm->started_ns) / 1000000));
+}
+
+/* For the bounded C library functions (strbound.c): NULL while the run
+ * has time left, else the timeout text. */
+static const char *deadline_check(lua_State *L, void *ud)
+{
+    (void)L;
+    kr_vm_t *vm = ud;
+    if (!vm->deadline_ns || now_ns() <= vm->deadline_ns)
+        return NULL;
+    vm->timed_out = 1;
+    return "timeout: handler ran longer than its limit";
+}
+
+static size_t memory_left(void *ud)
+{
+    kr_vm_t *vm = ud;
+    return vm->mem_used < vm->mem_limit ? vm->mem_limit - vm->mem_used : 0;
 }
 
 static void deadline_start(kr_vm_t *vm)
@@ -129,6 +163,57 @@ static void vm_add_file(kr_vm_t *vm, const char *path)
     vm->file_cnt++;
 }
 
+/* [-0, +1, e] loads a handler or module file as a text chunk. The file is
+ * opened without blocking and must be a regular file (a FIFO would hang
+ * the loader, a device would never end) no bigger than the VM's cap.
+ * Returns LUA_OK with the chunk pushed, or an error status with the
+ * message pushed; 1 in *missing when the file does not exist. */
+static int load_source(kr_vm_t *vm, lua_State *L, const char *path, int *missing)
+{
+    *missing = 0;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        *missing = errno == ENOENT || errno == ENOTDIR;
+        lua_pushfstring(L, "cannot open %s: %s", path, strerror(errno));
+        return LUA_ERRFILE;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        lua_pushfstring(L, "%s: not a regular file", path);
+        return LUA_ERRFILE;
+    }
+    if ((size_t)st.st_size > vm->mem_limit) {
+        close(fd);
+        lua_pushfstring(L, "%s: %I bytes is more than the route's memory limit", path,
+                        (lua_Integer)st.st_size);
+        return LUA_ERRFILE;
+    }
+    /* read through a Lua buffer: counted against the cap, freed on error */
+    luaL_Buffer b;
+    char *p = luaL_buffinitsize(L, &b, (size_t)st.st_size + 1);
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = read(fd, p + got, (size_t)st.st_size + 1 - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0 || (got += (size_t)n) > (size_t)st.st_size)
+            break; /* a file that grew while read is cut at its stat size */
+    }
+    close(fd);
+    if (got > (size_t)st.st_size)
+        got = (size_t)st.st_size;
+    luaL_addsize(&b, got);
+    luaL_pushresult(&b);
+    lua_pushfstring(L, "@%s", path);
+    size_t len;
+    const char *src = lua_tolstring(L, -2, &len);
+    int status = luaL_loadbufferx(L, src, len, lua_tostring(L, -1), "t");
+    lua_replace(L, -3); /* chunk or message where the source was */
+    lua_pop(L, 1);
+    return status;
+}
+
 /* require(name): preloaded modules, then <handler dir>/<name>.lua,
  * <lua dir>/<name>.lua and .../<name>/init.lua; text chunks only. */
 static int l_require(lua_State *L)
@@ -156,14 +241,16 @@ static int l_require(lua_State *L)
         for (int form = 0; form < 2; form++) {
             char path[4096];
             snprintf(path, sizeof(path), form ? "%s/%s/init.lua" : "%s/%s.lua", dirs[i], rel);
-            if (access(path, R_OK) != 0) {
+            int missing;
+            if (load_source(vm, L, path, &missing) != LUA_OK) {
+                if (!missing)
+                    return lua_error(L);
+                lua_pop(L, 1);
                 luaL_addstring(&tried, "\n\tno file '");
                 luaL_addstring(&tried, path);
                 luaL_addstring(&tried, "'");
                 continue;
             }
-            if (luaL_loadfilex(L, path, "t") != LUA_OK)
-                return lua_error(L);
             vm_add_file(vm, path);
             lua_pushstring(L, name);
             lua_pushstring(L, path);
@@ -194,6 +281,92 @@ static int l_load_text(lua_State *L)
         lua_pushvalue(L, 4);
     lua_call(L, n >= 4 ? 4 : 3, LUA_MULTRET);
     return lua_gettop(L) - 4;
+}
+
+/* setmetatable(t, mt) without finalizers: Lua runs __gc with hooks off
+ * and at any allocation (even between runs), so no deadline or cap could
+ * hold it. Otherwise the base library's behaviour. [-2, +1, e] */
+static int l_setmetatable(lua_State *L)
+{
+    int t = lua_type(L, 2);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
+    if (t == LUA_TTABLE) {
+        lua_pushliteral(L, "__gc");
+        int has_gc = lua_rawget(L, 2) != LUA_TNIL;
+        lua_pop(L, 1);
+        if (has_gc)
+            return luaL_error(L, "setmetatable: __gc metamethods are not allowed in handlers "
+                                 "(a finalizer would run outside the handler's time limit)");
+    }
+    if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
+        return luaL_error(L, "cannot change a protected metatable");
+    lua_settop(L, 2);
+    lua_setmetatable(L, 1);
+    return 1;
+}
+
+/* coroutine.resume/close for handler code: refused on kroute's own run
+ * coroutines (a handler that kept coroutine.running() must not drive or
+ * kill another message's run) and on the main thread. Upvalues: the
+ * original function, the run set. */
+static int l_coroutine_guard(lua_State *L)
+{
+    if (lua_type(L, 1) == LUA_TTHREAD) {
+        lua_pushvalue(L, 1);
+        int ours = lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+        ours |= lua_rawequal(L, 1, -1);
+        lua_pop(L, 2);
+        if (ours)
+            return luaL_error(L, "coroutine: only coroutines the handler created can be "
+                                 "resumed or closed");
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+static void guard_coroutines(kr_vm_t *vm)
+{
+    lua_State *L = vm->L;
+    lua_newtable(L); /* the run set, weak keys: idle coroutines may be collected */
+    lua_newtable(L);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    vm->runs_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getglobal(L, LUA_COLIBNAME);
+    static const char *const guarded[] = {"resume", "close", NULL};
+    for (const char *const *f = guarded; *f; f++) {
+        lua_getfield(L, -1, *f);
+        lua_pushvalue(L, -3);
+        lua_pushcclosure(L, l_coroutine_guard, 2);
+        lua_setfield(L, -2, *f);
+    }
+    lua_pop(L, 2);
+}
+
+/* Locks every metatable kroute registered (luaL_newmetatable: messages,
+ * records, JSON arrays): getmetatable() on those values returns a string,
+ * so a handler can neither add a __gc to them nor change their methods. */
+static void lock_metatables(lua_State *L)
+{
+    lua_pushnil(L);
+    while (lua_next(L, LUA_REGISTRYINDEX)) {
+        if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
+            lua_pushliteral(L, "__name");
+            lua_rawget(L, -2);
+            if (lua_rawequal(L, -1, -3)) {
+                lua_pushliteral(L, "kroute");
+                lua_setfield(L, -3, "__metatable");
+            }
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
 }
 
 static void open_sandbox(kr_vm_t *vm)
@@ -249,6 +422,10 @@ static void open_sandbox(kr_vm_t *vm)
     lua_pushlightuserdata(L, vm);
     lua_pushcclosure(L, l_require, 1);
     lua_setglobal(L, "require");
+    lua_pushcfunction(L, l_setmetatable);
+    lua_setglobal(L, "setmetatable");
+    guard_coroutines(vm);
+    lock_metatables(L);
     lua_gc(L, LUA_GCGEN, 0, 0);
 }
 
@@ -258,7 +435,8 @@ static int load_entry(lua_State *L)
 {
     kr_vm_t *vm = lua_touserdata(L, 1);
     const char *path = lua_tostring(L, 2);
-    if (luaL_loadfilex(L, path, "t") != LUA_OK)
+    int missing;
+    if (load_source(vm, L, path, &missing) != LUA_OK)
         return lua_error(L);
     lua_call(L, 0, 1);
     if (lua_istable(L, -1)) {
@@ -362,28 +540,18 @@ static char *dup_or_null(const char *s)
     return d;
 }
 
-kr_vm_t *kr_vm_new(const kr_vm_opts_t *opts, char *errstr, size_t errsize)
+/* Creates vm->L: the sandbox, then the handler loaded and inited under
+ * the cap and the deadline. 0, or -1 with errstr (vm->L is then NULL). */
+static int state_build(kr_vm_t *vm, char *errstr, size_t errsize)
 {
-    kr_vm_t *vm = calloc(1, sizeof(*vm));
-    if (!vm)
-        abort();
-    vm->name = dup_or_null(opts->name ? opts->name : "?");
-    char *tmp = dup_or_null(opts->handler);
-    vm->handler_dir = dup_or_null(dirname(tmp));
-    free(tmp);
-    vm->lua_dir = dup_or_null(opts->lua_dir);
-    vm->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 5000;
-    vm->mem_limit = opts->memory ? opts->memory : (64u << 20);
-    vm->handle_ref = LUA_NOREF;
-    vm->state_ref = LUA_NOREF;
-    vm->idle_ref = LUA_NOREF;
-    vm->prev_state = opts->prev_state;
-    vm_add_file(vm, opts->handler);
+    const char *handler = vm->opts.handler;
     vm->L = lua_newstate(vm_alloc, vm);
     if (!vm->L) {
-        snprintf(errstr, errsize, "%s:1: cannot create a Lua state", opts->handler);
-        goto fail;
+        snprintf(errstr, errsize, "%s:1: cannot create a Lua state", handler);
+        return -1;
     }
+    vm->handle_ref = vm->state_ref = vm->idle_ref = vm->runs_ref = LUA_NOREF;
+    vm->idle_n = 0;
     lua_atpanic(vm->L, vm_panic);
     /* the main thread's extra space is not zeroed by Lua, and every
      * coroutine copies it: "no run" must read as NULL everywhere */
@@ -394,13 +562,76 @@ kr_vm_t *kr_vm_new(const kr_vm_opts_t *opts, char *errstr, size_t errsize)
     vm->idle_ref = luaL_ref(vm->L, LUA_REGISTRYINDEX);
     /* loading counts against the cap too: a handler whose module state
      * alone exceeds `memory` is a configuration error */
-    if (load_handler(vm, opts->handler, errstr, errsize) < 0)
-        goto fail;
+    if (load_handler(vm, handler, errstr, errsize) < 0) {
+        lua_close(vm->L);
+        vm->L = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+kr_vm_t *kr_vm_new(const kr_vm_opts_t *opts, char *errstr, size_t errsize)
+{
+    kr_vm_t *vm = calloc(1, sizeof(*vm));
+    if (!vm)
+        abort();
+    vm->opts.name = vm->name = dup_or_null(opts->name ? opts->name : "?");
+    vm->opts.handler = dup_or_null(opts->handler);
+    char *tmp = dup_or_null(opts->handler);
+    vm->handler_dir = dup_or_null(dirname(tmp));
+    free(tmp);
+    vm->opts.lua_dir = vm->lua_dir = dup_or_null(opts->lua_dir);
+    vm->opts.timeout_ms = vm->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 5000;
+    vm->opts.memory = vm->mem_limit = opts->memory ? opts->memory : (64u << 20);
+    vm->prev_state = opts->prev_state;
+    vm_add_file(vm, opts->handler);
+    int rc = state_build(vm, errstr, errsize);
     vm->prev_state = NULL;
+    if (rc < 0) {
+        kr_vm_free(vm);
+        return NULL;
+    }
     return vm;
-fail:
-    kr_vm_free(vm);
-    return NULL;
+}
+
+/* Replaces a state that sits at its memory cap at rest (every later run
+ * would fail) with a freshly loaded one; its module state is lost. Only
+ * when no run is suspended in it. */
+static void state_rebuild(kr_vm_t *vm)
+{
+    vm->rebuild = 0;
+    lua_State *old = vm->L;
+    size_t used = kr_vm_memory(vm);
+    /* the new state is counted on its own: the old one is closed after */
+    char err[1024];
+    vm->L = NULL;
+    vm->mem_used = 0;
+    if (state_build(vm, err, sizeof(err)) < 0) {
+        kr_error("vm", "route=%s: the Lua state is at its memory limit (%zu of %zu bytes) "
+                       "and could not be rebuilt, keeping it: %s",
+                 vm->name, used, vm->mem_limit, err);
+        vm->L = old;
+        vm->mem_used = used;
+        return;
+    }
+    size_t fresh = kr_vm_memory(vm);
+    lua_close(old); /* frees through vm_alloc: subtract what it held */
+    __atomic_store_n(&vm->mem_used, fresh, __ATOMIC_RELAXED);
+    kr_warn("vm", "route=%s: the Lua state was at its memory limit (%zu of %zu bytes) after a "
+                  "run: rebuilt from the handler file (module state starts over)",
+            vm->name, used, vm->mem_limit);
+}
+
+/* After a run ends. A state over its cap, or one whose run just hit the
+ * cap and that still holds more than 7/8 of it once collected, would fail
+ * every later run: it is marked for a rebuild. */
+static void check_memory(kr_vm_t *vm, int hit_cap)
+{
+    if (!hit_cap && kr_vm_memory(vm) <= vm->mem_limit)
+        return;
+    lua_gc(vm->L, LUA_GCCOLLECT); /* no handler finalizers exist: see l_setmetatable */
+    if (kr_vm_memory(vm) + vm->mem_limit / 8 >= vm->mem_limit)
+        vm->rebuild = 1;
 }
 
 /* Continuation after the handler returned: its results -> records. */
@@ -413,9 +644,10 @@ static int run_finish(lua_State *co, int status, lua_KContext ctx)
     for (int i = 1; i <= n; i++) {
         if (lua_isnil(co, i))
             continue; /* nothing returned = filtered out */
-        kr_record_t *rec = kr_run_add(run);
+        kr_record_t *rec = kr_record_begin(co);
         rec->returned = 1;
         kr_record_from_lua(co, i, rec);
+        kr_run_commit(co, run);
     }
     return 0;
 }
@@ -428,26 +660,73 @@ static int run_entry(lua_State *co)
     return run_finish(co, LUA_OK, 0);
 }
 
-static char *errobj_text(lua_State *L, int idx)
+/* [-1, +1, e] luaL_tolstring of the error object: may run its __tostring */
+static int errtext_entry(lua_State *L)
 {
-    const char *s;
-    if (lua_type(L, idx) == LUA_TSTRING || lua_type(L, idx) == LUA_TNUMBER)
-        s = lua_tostring(L, idx);
-    else if (lua_isnil(L, idx))
-        s = "error(nil) raised without a message";
-    else
-        s = luaL_tolstring(L, idx, NULL);
-    return dup_or_null(s);
+    luaL_tolstring(L, 1, NULL);
+    return 1;
 }
 
-/* Ends a run's coroutine: releases it and invalidates its message. */
+/* [-1, +1, e] the traceback of the failed coroutine given as argument */
+static int traceback_entry(lua_State *L)
+{
+    luaL_traceback(L, lua_tothread(L, 1), NULL, 0);
+    return 1;
+}
+
+/* Calls `f` with the value on top of the main thread (popped), protected,
+ * under the cap and the run's deadline: an error object's __tostring is
+ * handler code and may fail, loop or allocate. Returns the text
+ * (malloc'd) or NULL when f failed. */
+static char *protected_text(kr_vm_t *vm, lua_CFunction f)
+{
+    lua_State *L = vm->L;
+    lua_pushcfunction(L, f);
+    lua_insert(L, -2);
+    vm->enforce = 1;
+    int status = lua_pcall(L, 1, 1, 0);
+    vm->enforce = 0;
+    char *text = status == LUA_OK ? dup_or_null(lua_tostring(L, -1)) : NULL;
+    lua_pop(L, 1);
+    return text;
+}
+
+/* The text of the error object on top of co; the deadline is still the
+ * run's. */
+static char *errobj_text(kr_vm_t *vm, lua_State *co)
+{
+    int t = lua_type(co, -1);
+    if (t == LUA_TSTRING)
+        return dup_or_null(lua_tostring(co, -1));
+    if (t == LUA_TNIL)
+        return dup_or_null("error(nil) raised without a message");
+    lua_xmove(co, vm->L, 1); /* the object leaves the dead coroutine */
+    char *text = protected_text(vm, errtext_entry);
+    if (text)
+        return text;
+    char buf[160];
+    snprintf(buf, sizeof(buf), "error object is a %s whose __tostring failed%s",
+             lua_typename(co, t), vm->timed_out ? " (timeout)" : "");
+    return dup_or_null(buf);
+}
+
+/* Ends a run's coroutine: releases it and invalidates its message. The
+ * reset runs pending __close handlers (handler code) under the cap and a
+ * deadline: the run's own, or a fresh one when the run is abandoned. */
 static void run_release(kr_vm_t *vm, kr_run_t *run)
 {
     lua_State *L = vm->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, run->msg_ref);
     kr_message_invalidate(L, -1);
     lua_pop(L, 1);
+    int own_deadline = !vm->deadline_ns;
+    if (own_deadline)
+        deadline_start(vm);
+    vm->enforce = 1;
     int clean = lua_resetthread(run->co) == LUA_OK;
+    vm->enforce = 0;
+    if (own_deadline)
+        deadline_stop(vm, run->co);
     lua_settop(run->co, 0);
     kr_run_set_current(run->co, NULL);
     /* a reset coroutine is as good as new: keep a few, so a run costs no
@@ -477,19 +756,21 @@ static int run_resume(kr_vm_t *vm, kr_run_t *run, int nargs)
     vm->enforce = 1;
     deadline_start(vm);
     int status = lua_resume(co, L, nargs, &nres);
-    deadline_stop(vm, co);
     vm->enforce = 0;
+    int rc = KR_VM_FAILED;
 
     if (status == LUA_YIELD) {
         lua_pop(co, nres);
-        if (run->request) /* suspended in kroute.request: the caller sends it */
+        if (run->request) { /* suspended in kroute.request: the caller sends it */
+            deadline_stop(vm, co);
+            vm->suspended++;
             return KR_VM_YIELDED;
+        }
         run->error = dup_or_null("handler yielded: coroutine.yield is not allowed at the top "
                                  "level of a handler");
         run->trace = dup_or_null("");
     } else if (status == LUA_OK) {
-        run_release(vm, run);
-        return KR_VM_OK;
+        rc = KR_VM_OK;
     } else if (status == LUA_ERRMEM) {
         char buf[160];
         snprintf(buf, sizeof(buf),
@@ -497,18 +778,22 @@ static int run_resume(kr_vm_t *vm, kr_run_t *run, int nargs)
                  vm->mem_limit);
         run->error = dup_or_null(buf);
     } else {
-        run->error = errobj_text(co, -1);
+        run->error = errobj_text(vm, co);
     }
-    if (!run->trace) {
-        luaL_traceback(L, co, NULL, 0);
-        run->trace = dup_or_null(lua_tostring(L, -1));
-        lua_pop(L, 1);
+    if (rc == KR_VM_FAILED) {
+        if (!run->trace) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, run->co_ref);
+            char *trace = protected_text(vm, traceback_entry);
+            run->trace = trace ? trace : dup_or_null("");
+        }
+        for (size_t i = 0; i < run->cnt; i++)
+            kr_record_free(&run->recs[i]);
+        run->cnt = 0; /* a failed run produces nothing */
     }
-    for (size_t i = 0; i < run->cnt; i++)
-        kr_record_free(&run->recs[i]);
-    run->cnt = 0; /* a failed run produces nothing */
-    run_release(vm, run);
-    return KR_VM_FAILED;
+    run_release(vm, run); /* still under the run's deadline */
+    deadline_stop(vm, co);
+    check_memory(vm, status == LUA_ERRMEM);
+    return rc;
 }
 
 /* [-0, +1, -] the function that handles `topic`: the handler function, or
@@ -518,7 +803,8 @@ static void push_handle(kr_vm_t *vm, lua_State *co, const char *topic)
 {
     lua_rawgeti(co, LUA_REGISTRYINDEX, vm->handle_ref);
     if (lua_istable(co, -1)) {
-        lua_getfield(co, -1, topic);
+        lua_pushstring(co, topic);
+        lua_rawget(co, -2); /* raw: no handler __index runs outside the run */
         lua_remove(co, -2);
         if (!lua_isfunction(co, -1)) {
             lua_pop(co, 1);
@@ -529,6 +815,8 @@ static void push_handle(kr_vm_t *vm, lua_State *co, const char *topic)
 
 int kr_vm_run(kr_vm_t *vm, kr_run_t *run)
 {
+    if (vm->rebuild && !vm->suspended)
+        state_rebuild(vm);
     lua_State *L = vm->L;
     lua_State *co;
     if (vm->idle_n > 0) { /* pop a finished coroutine off the idle stack */
@@ -540,12 +828,19 @@ int kr_vm_run(kr_vm_t *vm, kr_run_t *run)
         lua_remove(L, -2);
     } else {
         co = lua_newthread(L);
+        /* a run coroutine: out of reach of coroutine.resume/close */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->runs_ref);
+        lua_pushvalue(L, -2);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, -3);
+        lua_pop(L, 1);
     }
     run->co = co;
     run->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     kr_message_push(L, run->msg);
     run->msg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     run->vm = vm;
+    run->mem_limit = vm->mem_limit; /* outputs' C memory counts against the cap */
     kr_run_set_current(co, run);
     lua_pushcfunction(co, run_entry);
     push_handle(vm, co, run->msg->topic);
@@ -567,6 +862,11 @@ int kr_vm_resume(kr_vm_t *vm, kr_run_t *run, const char *value, size_t len, cons
     kr_record_free(run->request);
     free(run->request);
     run->request = NULL;
+    vm->suspended--;
+    if (value && len > memory_left(vm)) {
+        value = NULL; /* pushed outside the cap, it could swamp the state */
+        err = "reply too large for the route's memory limit";
+    }
     if (value)
         lua_pushlstring(co, value, len);
     else
@@ -580,8 +880,10 @@ int kr_vm_resume(kr_vm_t *vm, kr_run_t *run, const char *value, size_t len, cons
 
 void kr_vm_abandon(kr_vm_t *vm, kr_run_t *run)
 {
-    if (run->co)
+    if (run->co) {
+        vm->suspended--;
         run_release(vm, run);
+    }
 }
 
 size_t kr_vm_memory(const kr_vm_t *vm)
@@ -603,8 +905,11 @@ static int export_entry(lua_State *L)
     lua_rawgeti(L, LUA_REGISTRYINDEX, vm->state_ref);
     lua_call(L, 0, 1);
     char err[256];
-    if (kr_json_encode(L, -1, out, err, sizeof(err)) < 0)
+    if (kr_json_encode(L, -1, err, sizeof(err)) < 0)
         return luaL_error(L, "reload_state: the state cannot be carried over as JSON: %s", err);
+    size_t len;
+    const char *text = lua_tolstring(L, -1, &len);
+    kr_buf_add(out, text, len);
     return 0;
 }
 
@@ -639,6 +944,7 @@ void kr_vm_free(kr_vm_t *vm)
     if (vm->L)
         lua_close(vm->L);
     free(vm->name);
+    free((char *)vm->opts.handler);
     free(vm->handler_dir);
     free(vm->lua_dir);
     free(vm);
