@@ -59,11 +59,14 @@ typedef struct kr_inmsg {
     struct kr_inmsg *tnext; /* todo order: messages not yet handled */
 } kr_inmsg_t;
 
-/* Per produced record: who it belongs to and whether it is a DLQ copy. */
+/* Per produced record: who it belongs to, whether it is a DLQ copy, and
+ * where it went and how big it was (for the reason when it fails). */
 typedef struct kr_out {
     kr_inmsg_t *m;
     const kr_route_t *route;
     int is_dlq;
+    size_t size;  /* key + value bytes */
+    char topic[]; /* one allocation with the record */
 } kr_out_t;
 
 struct kr_lane {
@@ -489,10 +492,13 @@ static void produce_one(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route
                         const char *topic, int32_t partition, const void *key, size_t key_len,
                         const void *value, size_t value_len, rd_kafka_headers_t *hdrs)
 {
-    kr_out_t *out = xcalloc(1, sizeof(*out));
+    size_t topic_len = strlen(topic);
+    kr_out_t *out = xcalloc(1, sizeof(*out) + topic_len + 1);
     out->m = m;
     out->route = route;
     out->is_dlq = is_dlq;
+    out->size = key_len + value_len;
+    memcpy(out->topic, topic, topic_len + 1);
     if (!is_dlq)
         stats(m, route)->out++;
     m->pending++;
@@ -507,7 +513,62 @@ static void add_header_text(rd_kafka_headers_t *h, const char *name, const char 
     rd_kafka_header_add(h, name, -1, value, -1);
 }
 
-/* Dead-letters the input of `m` for `route` with the reason and trace. */
+/* The DLQ copy's headers: the input's, then the kafka_dlt-* ones (the
+ * exception message and stack trace cut to the lengths given). */
+static rd_kafka_headers_t *dlq_headers(const kr_inmsg_t *m, const kr_route_t *route,
+                                       const char *reason, size_t reason_len,
+                                       const char *trace, size_t trace_len)
+{
+    const kr_msg_t *msg = &m->view;
+    rd_kafka_headers_t *h = msg->headers ? rd_kafka_headers_copy(msg->headers)
+                                         : rd_kafka_headers_new(8);
+    char num[32];
+    add_header_text(h, "kafka_dlt-original-topic", msg->topic);
+    snprintf(num, sizeof(num), "%d", (int)msg->partition);
+    add_header_text(h, "kafka_dlt-original-partition", num);
+    snprintf(num, sizeof(num), "%lld", (long long)msg->offset);
+    add_header_text(h, "kafka_dlt-original-offset", num);
+    snprintf(num, sizeof(num), "%lld", (long long)msg->timestamp);
+    add_header_text(h, "kafka_dlt-original-timestamp", num);
+    add_header_text(h, "kafka_dlt-original-consumer-group", m->group->name);
+    rd_kafka_header_add(h, "kafka_dlt-exception-message", -1, reason, (ssize_t)reason_len);
+    rd_kafka_header_add(h, "kafka_dlt-exception-stacktrace", -1, trace, (ssize_t)trace_len);
+    add_header_text(h, "kroute_route", route->name);
+    return h;
+}
+
+/* What a DLQ copy too large for the producer gives up, in this order:
+ * the value, then the stack trace and the exception message (down to
+ * DLQ_KEEP bytes each, then to nothing). The key and the input's own
+ * headers are kept: without them the copy says little. */
+#define DLQ_KEEP 4096
+#define DLQ_TRUNC_ROOM 512 /* for the kroute_dlt-* headers saying what was cut */
+
+typedef struct dlq_cut {
+    const char *name;
+    size_t orig, len;
+} dlq_cut_t;
+
+/* Shrinks cuts[] (value, stacktrace, message) by `excess` bytes. */
+static void dlq_shrink(dlq_cut_t *cuts, size_t cnt, size_t excess)
+{
+    for (size_t keep = DLQ_KEEP;; keep = 0) {
+        for (size_t i = 0; i < cnt && excess; i++) {
+            size_t floor = i == 0 ? 0 : keep; /* the value goes first, all of it */
+            if (cuts[i].len <= floor)
+                continue;
+            size_t c = cuts[i].len - floor < excess ? cuts[i].len - floor : excess;
+            cuts[i].len -= c;
+            excess -= c;
+        }
+        if (!excess || !keep)
+            return;
+    }
+}
+
+/* Dead-letters the input of `m` for `route` with the reason and trace. A
+ * copy larger than the producer accepts is truncated to fit, and says so
+ * in kroute_dlt-truncated (what was cut) and kroute_dlt-original-*-size. */
 static void dead_letter(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route,
                         const char *reason, const char *trace)
 {
@@ -525,24 +586,40 @@ static void dead_letter(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route
         snprintf(dlq_buf, sizeof(dlq_buf), "%s.dlq", msg->topic);
         dlq = dlq_buf;
     }
-    rd_kafka_headers_t *h = msg->headers ? rd_kafka_headers_copy(msg->headers)
-                                         : rd_kafka_headers_new(8);
-    char num[32];
-    add_header_text(h, "kafka_dlt-original-topic", msg->topic);
-    snprintf(num, sizeof(num), "%d", (int)msg->partition);
-    add_header_text(h, "kafka_dlt-original-partition", num);
-    snprintf(num, sizeof(num), "%lld", (long long)msg->offset);
-    add_header_text(h, "kafka_dlt-original-offset", num);
-    snprintf(num, sizeof(num), "%lld", (long long)msg->timestamp);
-    add_header_text(h, "kafka_dlt-original-timestamp", num);
-    add_header_text(h, "kafka_dlt-original-consumer-group", m->group->name);
-    add_header_text(h, "kafka_dlt-exception-message", reason);
-    add_header_text(h, "kafka_dlt-exception-stacktrace", trace ? trace : "");
-    add_header_text(h, "kroute_route", route->name);
-    kr_warn("dispatch", "route=%s topic=%s partition=%d offset=%lld: sent to DLQ %s: %s",
-            route->name, msg->topic, (int)msg->partition, (long long)msg->offset, dlq, reason);
+    if (!trace)
+        trace = "";
+    dlq_cut_t cuts[] = {{"value", msg->value_len, msg->value_len},
+                        {"stacktrace", strlen(trace), strlen(trace)},
+                        {"message", strlen(reason), strlen(reason)}};
+    rd_kafka_headers_t *h = dlq_headers(m, route, reason, cuts[2].len, trace, cuts[1].len);
+    size_t size = kr_producer_record_size(msg->key_len, msg->value_len, h);
+    size_t limit = kr_producer_max_message(d->p);
+    if (size > limit) {
+        size_t target = limit > DLQ_TRUNC_ROOM ? limit - DLQ_TRUNC_ROOM : 0;
+        dlq_shrink(cuts, sizeof(cuts) / sizeof(cuts[0]), size - target);
+        rd_kafka_headers_destroy(h);
+        h = dlq_headers(m, route, reason, cuts[2].len, trace, cuts[1].len);
+        char what[64] = "", name[64], num[32];
+        for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+            if (cuts[i].len == cuts[i].orig)
+                continue;
+            snprintf(what + strlen(what), sizeof(what) - strlen(what), "%s%s",
+                     what[0] ? "," : "", cuts[i].name);
+            snprintf(name, sizeof(name), "kroute_dlt-original-%s-size", cuts[i].name);
+            snprintf(num, sizeof(num), "%zu", cuts[i].orig);
+            add_header_text(h, name, num);
+        }
+        add_header_text(h, "kroute_dlt-truncated", what);
+        kr_warn("dispatch", "route=%s topic=%s partition=%d offset=%lld: DLQ copy of %zu "
+                            "bytes exceeds message.max.bytes (%zu): truncated (%s)",
+                route->name, msg->topic, (int)msg->partition, (long long)msg->offset, size,
+                limit, what);
+    }
+    kr_warn("dispatch", "route=%s topic=%s partition=%d offset=%lld: sent to DLQ %s: %.*s",
+            route->name, msg->topic, (int)msg->partition, (long long)msg->offset, dlq,
+            (int)(cuts[2].len < 2048 ? cuts[2].len : 2048), reason);
     produce_one(d, m, route, 1, dlq, RD_KAFKA_PARTITION_UA, msg->key, msg->key_len, msg->value,
-                msg->value_len, h);
+                cuts[0].len, h);
 }
 
 static void produce_outputs(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route,
@@ -1179,25 +1256,41 @@ void kr_dispatch_delivered(void *ctx, void *msg_opaque, rd_kafka_resp_err_t err)
         /* the producer is done for: no DLQ copy can be made either, so
          * store nothing more and let the router exit non-zero */
         d->fatal = 1;
-    } else if (err) {
-        if (out->is_dlq) {
-            /* nowhere left to put it: keep its offset uncommitted and stop */
-            kr_error("dispatch",
-                     "route=%s topic=%s partition=%d offset=%lld: DLQ delivery failed: %s; "
-                     "stopping so the message is redelivered after restart",
-                     out->route->name, m->view.topic, (int)m->view.partition,
-                     (long long)m->view.offset, rd_kafka_err2str(err));
-            d->fatal = 1;
-        } else if (!m->delivery_error) {
-            kr_error("dispatch", "route=%s topic=%s partition=%d offset=%lld: output delivery "
-                                 "failed: %s",
-                     out->route->name, m->view.topic, (int)m->view.partition,
-                     (long long)m->view.offset, rd_kafka_err2str(err));
-            if (asprintf(&m->delivery_error, "output delivery failed: %s",
-                         rd_kafka_err2str(err)) < 0)
-                abort();
-            m->failed_route = out->route;
-        }
+    } else if (err && out->is_dlq && kr_producer_err_per_message(err)) {
+        /* this copy can never be delivered (it was already truncated to
+         * the producer's limit; a broker may allow less): stopping would
+         * only fail the same way after every restart and hold the
+         * partition forever, so it is logged in full, counted, and the
+         * partition moves on */
+        kr_error("dispatch",
+                 "route=%s topic=%s partition=%d offset=%lld: DLQ copy to %s (%zu bytes) "
+                 "refused: %s; the message is skipped (kroute_dlq_failures_total)",
+                 out->route->name, m->view.topic, (int)m->view.partition,
+                 (long long)m->view.offset, out->topic, out->size, rd_kafka_err2str(err));
+        stats(m, out->route)->dlq_failed++;
+    } else if (err && out->is_dlq) {
+        /* nowhere left to put it (the DLQ topic is missing or not
+         * writable): keep its offset uncommitted and stop */
+        kr_error("dispatch",
+                 "route=%s topic=%s partition=%d offset=%lld: DLQ delivery to %s failed: %s; "
+                 "stopping so the message is redelivered after restart",
+                 out->route->name, m->view.topic, (int)m->view.partition,
+                 (long long)m->view.offset, out->topic, rd_kafka_err2str(err));
+        d->fatal = 1;
+    } else if (err && !m->delivery_error) {
+        /* the input, not kroute, has failed: it goes to the DLQ once its
+         * other outputs are settled (inmsg_settle) */
+        char limit[64] = "";
+        if (kr_producer_err_per_message(err))
+            snprintf(limit, sizeof(limit), " (producer message.max.bytes: %zu)",
+                     kr_producer_max_message(d->p));
+        if (asprintf(&m->delivery_error, "output delivery failed: record of %zu bytes to %s: %s%s",
+                     out->size, out->topic, rd_kafka_err2str(err), limit) < 0)
+            abort();
+        kr_error("dispatch", "route=%s topic=%s partition=%d offset=%lld: %s", out->route->name,
+                 m->view.topic, (int)m->view.partition, (long long)m->view.offset,
+                 m->delivery_error);
+        m->failed_route = out->route;
     }
     free(out);
     m->pending--;

@@ -78,7 +78,8 @@ size_t kr_dispatch_inflight(const kr_dispatch_t *d);
  * outputs of handled ones. Returns the number of outputs still undelivered. */
 int kr_dispatch_drain(kr_dispatch_t *d, int timeout_ms);
 /* Non-zero when at-least-once can no longer be kept (a DLQ copy could not
- * be delivered, or the producer hit a fatal error): stop and exit non-zero. */
+ * be delivered for a reason other than its size, or the producer hit a
+ * fatal error): stop and exit non-zero. */
 int kr_dispatch_fatal(const kr_dispatch_t *d);
 /* Stops storing offsets for good (the producer failed fatally): only
  * what was delivered before stays committed. */

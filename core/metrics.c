@@ -86,6 +86,9 @@ static const counter_t counters[] = {
     {"kroute_retries_total", "Retries scheduled", offsetof(kr_route_stats_t, retries)},
     {"kroute_dead_letters_total", "Messages sent to the DLQ (or skipped with dlq: false)",
      offsetof(kr_route_stats_t, dead)},
+    {"kroute_dlq_failures_total",
+     "DLQ copies refused for good (too large even truncated): logged, then skipped",
+     offsetof(kr_route_stats_t, dlq_failed)},
 };
 
 void kr_metrics_render_routes(const kr_metrics_t *m, kr_buf_t *out)

@@ -19,6 +19,7 @@ typedef struct kr_route_stats {
     uint64_t errors;      /* failed runs (each attempt) */
     uint64_t retries;     /* retries scheduled */
     uint64_t dead;        /* messages dead-lettered (or skipped with dlq: false) */
+    uint64_t dlq_failed;  /* DLQ copies refused for good (logged, then skipped) */
     uint64_t buckets[KR_LATENCY_BUCKETS]; /* cumulative at render time */
     uint64_t lat_count;
     double lat_sum;       /* seconds */

@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kafkaconf.h"
 #include "log.h"
@@ -15,6 +16,7 @@ struct kr_producer {
     rd_kafka_t *rk;
     kr_delivery_cb_t *cb;
     void *ctx;
+    size_t max_message; /* effective message.max.bytes */
 };
 
 /* dr_msg_cb: triggered by rd_kafka_poll()/flush() on the polling thread;
@@ -58,6 +60,14 @@ kr_producer_t *kr_producer_new(const char *brokers, const kr_props_t *props,
         goto fail;
     }
     conf = NULL; /* owned by rk */
+    /* read back rather than parsed from props: librdkafka's default
+     * applies when the route files do not set it */
+    char num[32];
+    size_t num_size = sizeof(num);
+    p->max_message = 1000000;
+    if (rd_kafka_conf_get(rd_kafka_conf(p->rk), "message.max.bytes", num, &num_size) ==
+        RD_KAFKA_CONF_OK)
+        p->max_message = strtoull(num, NULL, 10);
     return p;
 fail:
     if (conf)
@@ -96,6 +106,41 @@ int kr_producer_flush(kr_producer_t *p, int timeout_ms)
 {
     rd_kafka_flush(p->rk, timeout_ms);
     return rd_kafka_outq_len(p->rk);
+}
+
+size_t kr_producer_max_message(const kr_producer_t *p)
+{
+    return p->max_message;
+}
+
+/* Per record and per header, librdkafka adds at most a few varints and
+ * fixed fields (RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD is 36 bytes in 2.0);
+ * rounding up keeps this an upper bound across versions. */
+#define RECORD_OVERHEAD 64
+#define HEADER_OVERHEAD 10
+
+size_t kr_producer_record_size(size_t key_len, size_t value_len,
+                               const rd_kafka_headers_t *hdrs)
+{
+    size_t size = RECORD_OVERHEAD + key_len + value_len;
+    const char *name;
+    const void *val;
+    size_t val_size;
+    for (size_t i = 0; hdrs && !rd_kafka_header_get_all(hdrs, i, &name, &val, &val_size); i++)
+        size += HEADER_OVERHEAD + strlen(name) + val_size;
+    return size;
+}
+
+int kr_producer_err_per_message(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:    /* message.max.bytes, here or broker's */
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE: /* the broker's segment size */
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:        /* e.g. no key for a compacted topic */
+        return 1;
+    default:
+        return 0;
+    }
 }
 
 int kr_producer_fatal(kr_producer_t *p, char *errstr, size_t errsize)

@@ -27,6 +27,17 @@ void kr_producer_poll(kr_producer_t *p, int timeout_ms);
 /* Waits up to timeout_ms for every outstanding record; returns how many
  * are still outstanding. */
 int kr_producer_flush(kr_producer_t *p, int timeout_ms);
+/* The largest record (key + value + headers + framing) the producer
+ * accepts: its effective message.max.bytes. */
+size_t kr_producer_max_message(const kr_producer_t *p);
+/* The size librdkafka checks against message.max.bytes for a record
+ * (an upper bound: key, value, headers and their framing). */
+size_t kr_producer_record_size(size_t key_len, size_t value_len,
+                               const rd_kafka_headers_t *hdrs);
+/* Non-zero for errors that condemn one record, not the producer: it is
+ * too large (client or broker limit) or invalid. Sending other records,
+ * or a smaller copy of this one, can still succeed. */
+int kr_producer_err_per_message(rd_kafka_resp_err_t err);
 /* Non-zero once librdkafka raised a fatal (idempotence) error. */
 int kr_producer_fatal(kr_producer_t *p, char *errstr, size_t errsize);
 rd_kafka_t *kr_producer_handle(kr_producer_t *p);

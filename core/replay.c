@@ -161,7 +161,8 @@ static rd_kafka_headers_t *carried_headers(rd_kafka_message_t *rkm, char *orig, 
             memcpy(orig, val, size);
             orig[size] = '\0';
         }
-        if (!strncmp(name, "kafka_dlt-", 10) || !strcmp(name, "kroute_route"))
+        if (!strncmp(name, "kafka_dlt-", 10) || !strncmp(name, "kroute_dlt-", 11) ||
+            !strcmp(name, "kroute_route"))
             continue;
         rd_kafka_header_add(out, name, -1, val, val ? (ssize_t)size : -1);
     }
@@ -171,6 +172,19 @@ static rd_kafka_headers_t *carried_headers(rd_kafka_message_t *rkm, char *orig, 
 static void replay_one(replay_t *r, rd_kafka_message_t *rkm)
 {
     char orig[512];
+    rd_kafka_headers_t *in = NULL;
+    const void *cut = NULL;
+    size_t cut_size = 0;
+    if (rd_kafka_message_headers(rkm, &in) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        rd_kafka_header_get_last(in, "kroute_dlt-truncated", &cut, &cut_size) == 0 && cut &&
+        memmem(cut, cut_size, "value", 5)) {
+        /* the DLQ copy was cut to fit the producer: replaying it would
+         * publish a different event */
+        r->skipped++;
+        kr_warn("replay", "%s[%d]@%" PRId64 ": value truncated in the DLQ (kroute_dlt-truncated); "
+                "skipped", r->o->topic, (int)rkm->partition, rkm->offset);
+        return;
+    }
     rd_kafka_headers_t *hdrs = carried_headers(rkm, orig, sizeof(orig));
     const char *dest = r->o->to ? r->o->to : (orig[0] ? orig : NULL);
     if (!dest) {
