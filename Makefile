@@ -20,7 +20,7 @@ BUILD   := .build
 # the router core: everything but the CLI and test-only bindings
 CORE_SRCS := log.c errors.c pattern.c config.c json.c message.c record.c lapi.c vm.c \
 	worker.c generation.c pool.c metrics.c graph.c spectest.c watch.c admin.c kafkaconf.c producer.c consumer.c nest.c requester.c dispatch.c broker.c router.c \
-	replay.c
+	replay.c strbound.c
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/obj/%.o)
 PIC_OBJS  := $(CORE_SRCS:%.c=$(BUILD)/pic/%.o) $(BUILD)/pic/luamod.o $(BUILD)/pic/testsupport.o
 ASAN_OBJS := $(CORE_SRCS:%.c=$(BUILD)/asan/%.o) $(BUILD)/asan/main.o

@@ -48,6 +48,9 @@ typedef struct kr_inmsg {
     int dropped;                    /* ...and the run is to be dropped when it ends */
     int unflushed;                  /* its job waits in a batch not yet handed over */
     kr_job_t job;
+    int zombie;                     /* an abandoned thread still runs its old run (and
+                                     * reads its view): memory kept until released */
+    int freed;                      /* ...and it was freed meanwhile */
     int waiting;                    /* run suspended in kroute.request */
     int parked;                     /* ...until its reply topic is assigned */
     int64_t request_deadline_ms;
@@ -392,6 +395,22 @@ static void unpark(kr_dispatch_t *d, kr_inmsg_t *m)
     m->parked = 0;
 }
 
+/* A KR_JOB_CALL that releases a suspended run on its VM's own thread (the
+ * router never enters a VM: it would wait for whatever runs there). */
+typedef struct abandon_call {
+    kr_job_t job;
+    kr_run_t *run;
+} abandon_call_t;
+
+static void abandon_on_thread(kr_job_t *job)
+{
+    abandon_call_t *c = (abandon_call_t *)job;
+    kr_vm_abandon(job->vm, c->run);
+    kr_run_clear(c->run);
+    free(c->run);
+    free(c);
+}
+
 /* Drops a run in progress (a handler waiting in kroute.request): its
  * coroutine is closed and its request forgotten; nothing is produced. */
 static void run_drop(kr_dispatch_t *d, kr_inmsg_t *m)
@@ -405,11 +424,16 @@ static void run_drop(kr_dispatch_t *d, kr_inmsg_t *m)
     unpark(d, m);
     if (d->rq)
         kr_requester_cancel(d->rq, m);
-    kr_pool_lock(d->pool, m->worker);
-    kr_vm_abandon(m->vm, m->run);
-    kr_pool_unlock(d->pool, m->worker);
-    kr_run_clear(m->run);
-    free(m->run);
+    if (m->run->co && !kr_vm_retired(m->vm)) {
+        abandon_call_t *c = xcalloc(1, sizeof(*c));
+        c->job.vm = m->vm;
+        c->job.fn = abandon_on_thread;
+        c->run = m->run;
+        kr_pool_call(d->pool, m->worker, &c->job);
+    } else { /* a retired VM is closed whole, with its coroutines */
+        kr_run_clear(m->run);
+        free(m->run);
+    }
     m->run = NULL;
     m->waiting = 0;
 }
@@ -417,6 +441,14 @@ static void run_drop(kr_dispatch_t *d, kr_inmsg_t *m)
 static void inmsg_free(kr_dispatch_t *d, kr_inmsg_t *m)
 {
     run_drop(d, m);
+    if (m->zombie) { /* an abandoned run still reads m->view: see KR_JOB_RELEASED */
+        if (!m->freed)
+            d->inflight--;
+        m->freed = 1;
+        return;
+    }
+    if (m->freed)
+        d->inflight++; /* counted down already */
     kr_nest_req_free(&m->nest);
     rd_kafka_message_destroy(m->rkm);
     kr_gen_unref(m->gen);
@@ -953,6 +985,42 @@ static int run_routes(kr_dispatch_t *d, kr_inmsg_t *m)
 
 static void lane_pump(kr_dispatch_t *d, kr_lane_t *lane);
 
+/* The pool abandoned the thread running m (a call no hook could stop ran
+ * past the deadline): that thread keeps m's run and VM until it ends, so
+ * m's memory is held (m->zombie) with a generation reference, the VM is
+ * replaced by a fresh one, and m counts as failed for good (no retry: it
+ * would wedge the next worker too) - it goes to the DLQ, or its caller
+ * gets the error. */
+static void wedged(kr_dispatch_t *d, kr_inmsg_t *m, double seconds)
+{
+    const kr_route_t *route = m->routes[m->route_pos];
+    m->zombie = 1;
+    m->run = NULL; /* the abandoned thread frees it */
+    kr_gen_ref(m->gen);
+    char err[1024];
+    if (kr_gen_retire_vm(m->gen, m->worker, route->index, err, sizeof(err)) < 0) {
+        kr_error("dispatch", "route=%s: the abandoned worker's VM cannot be rebuilt, stopping: %s",
+                 route->name, err);
+        kr_dispatch_set_fatal(d);
+        return;
+    }
+    stats(m, route)->in += !m->attempt;
+    stats(m, route)->errors++;
+    kr_metrics_observe(stats(m, route), seconds);
+    if (m->dropped || !m->lane)
+        return;
+    char reason[256];
+    snprintf(reason, sizeof(reason),
+             "timeout: handler ran longer than %lld ms and could not be stopped (%.1f s in a "
+             "library call); its worker was replaced",
+             (long long)route->timeout_ms, seconds);
+    kr_error("dispatch", "route=%s topic=%s partition=%d offset=%lld: %s", route->name,
+             m->view.topic, (int)m->view.partition, (long long)m->view.offset, reason);
+    m->pending++;
+    give_up(d, m, route, reason, "", 0);
+    m->pending--;
+}
+
 /* kr_reply_cb_t: a reply (or "timeout") for a handler waiting in
  * kroute.request. Resumes it, then lets its lane move on. */
 static void on_reply(void *ctx, void *req_ctx, const void *value, size_t len, const char *err)
@@ -963,6 +1031,16 @@ static void on_reply(void *ctx, void *req_ctx, const void *value, size_t len, co
         return;
     m->waiting = 0;
     unpark(d, m);
+    if (kr_vm_retired(m->vm)) {
+        /* its VM was replaced while it waited: the route runs again, from
+         * the start, in the new one */
+        kr_warn("dispatch", "topic=%s partition=%d offset=%lld: its handler's worker was "
+                            "replaced while it waited for a reply; running it again",
+                m->view.topic, (int)m->view.partition, (long long)m->view.offset);
+        run_free(m);
+        lane_pump(d, m->lane);
+        return;
+    }
     submit(d, m, KR_JOB_RESUME, value, len, err);
 }
 
@@ -1138,10 +1216,20 @@ size_t kr_dispatch_poll_jobs(kr_dispatch_t *d)
     for (kr_job_t *job = kr_pool_finished(d->pool), *next; job; job = next, n++) {
         next = job->next;
         kr_inmsg_t *m = job->ctx;
+        if (job->rc == KR_JOB_RELEASED) { /* its abandoned run ended at last */
+            free(job);
+            m->zombie = 0;
+            kr_gen_unref(m->gen); /* the abandoned thread's reference */
+            if (m->freed)
+                inmsg_free(d, m);
+            continue;
+        }
         free(job->value);
         free(job->err);
         m->running = 0;
         d->running--;
+        if (job->rc == KR_JOB_WEDGED)
+            wedged(d, m, job->seconds);
         if (m->dropped || !m->lane) {
             /* revoked or stopping while it ran: nothing it did counts */
             m->dropped = 0;
@@ -1151,7 +1239,9 @@ size_t kr_dispatch_poll_jobs(kr_dispatch_t *d)
             continue;
         }
         const kr_route_t *route = m->routes[m->route_pos];
-        if (job->rc == KR_JOB_SKIPPED) {
+        if (job->rc == KR_JOB_WEDGED) {
+            /* handled above */
+        } else if (job->rc == KR_JOB_SKIPPED) {
             run_free(m); /* never started: it runs again in a later batch */
         } else {
             if (job->kind == KR_JOB_RUN && !m->attempt)

@@ -3,8 +3,76 @@
 
 #include "pool.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* A reload's state export: reload_state() runs in the previous VMs on the
+ * threads that own them, queued ahead of their batches, so a reload never
+ * enters a VM a thread is running; it waits for at most the run in
+ * progress there (bounded by the deadline and the pool's watchdog). */
+typedef struct export_call {
+    kr_job_t job;
+    const kr_worker_t *w;
+    const kr_config_t *cfg;
+    kr_pool_t *pool;
+    kr_worker_states_t states;
+    pthread_mutex_t *mu;
+    pthread_cond_t *cv;
+    int *left;
+} export_call_t;
+
+static int vm_abandoned(const kr_vm_t *vm, void *ud)
+{
+    return kr_pool_vm_abandoned(ud, vm);
+}
+
+static void export_on_thread(kr_job_t *job)
+{
+    export_call_t *c = (export_call_t *)job;
+    kr_worker_export(c->w, c->cfg, vm_abandoned, c->pool, &c->states);
+    pthread_mutex_lock(c->mu);
+    --*c->left;
+    pthread_cond_signal(c->cv);
+    pthread_mutex_unlock(c->mu);
+}
+
+/* Fills calls[i].states for every previous worker that has state to hand
+ * over; returns 0 when none has. */
+static int export_states(const kr_gen_opts_t *o, const kr_gen_t *prev, export_call_t *calls)
+{
+    int left = 0;
+    for (int i = 0; i < prev->worker_cnt; i++)
+        left += kr_worker_has_state(prev->workers[i]);
+    if (!left)
+        return 0;
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+    for (int i = 0; i < prev->worker_cnt; i++) {
+        export_call_t *c = &calls[i];
+        c->w = prev->workers[i];
+        c->cfg = prev->cfg;
+        c->pool = o->pool;
+        c->mu = &mu;
+        c->cv = &cv;
+        c->left = &left;
+        if (!kr_worker_has_state(c->w))
+            continue;
+        c->job.fn = export_on_thread;
+        if (o->pool) {
+            kr_pool_call(o->pool, i, &c->job);
+        } else { /* no threads yet (kroute check, a test): this thread owns the VMs */
+            export_on_thread(&c->job);
+        }
+    }
+    pthread_mutex_lock(&mu);
+    while (left > 0)
+        pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+    pthread_cond_destroy(&cv);
+    pthread_mutex_destroy(&mu);
+    return 1;
+}
 
 static void add_file(kr_gen_t *g, const char *path)
 {
@@ -30,6 +98,9 @@ static void gen_free(kr_gen_t *g)
     for (size_t i = 0; i < g->owned_cnt; i++)
         free(g->owned[i]);
     free(g->owned);
+    for (size_t i = 0; i < g->retired_cnt; i++)
+        kr_vm_free(g->retired[i]);
+    free(g->retired);
     free(g);
 }
 
@@ -50,24 +121,36 @@ kr_gen_t *kr_gen_build(const kr_gen_opts_t *o, const kr_gen_t *prev, kr_errors_t
     if (!g)
         abort();
     g->id = prev ? prev->id + 1 : 1;
+    g->lua_dir = o->lua_dir;
     g->cfg = cfg;
     g->refs = 1;
     g->worker_cnt = o->workers > 0 ? o->workers : 1;
     g->workers = calloc((size_t)g->worker_cnt, sizeof(*g->workers));
     if (!g->workers)
         abort();
-    for (int i = 0; i < g->worker_cnt; i++) {
-        const kr_worker_t *pw = prev && i < prev->worker_cnt ? prev->workers[i] : NULL;
-        /* reload_state() runs in the previous VMs: not while their thread does */
-        if (pw && o->pool)
-            kr_pool_lock(o->pool, i);
-        g->workers[i] = kr_worker_new(i, cfg, o->lua_dir, pw, prev ? prev->cfg : NULL, errs);
-        if (pw && o->pool)
-            kr_pool_unlock(o->pool, i);
-        if (!g->workers[i]) {
-            gen_free(g);
-            return NULL;
+    export_call_t *calls = NULL;
+    if (prev) {
+        calls = calloc((size_t)prev->worker_cnt, sizeof(*calls));
+        if (!calls)
+            abort();
+        if (!export_states(o, prev, calls)) {
+            free(calls);
+            calls = NULL;
         }
+    }
+    int failed = 0;
+    for (int i = 0; i < g->worker_cnt && !failed; i++) {
+        const kr_worker_states_t *st =
+            calls && i < prev->worker_cnt ? &calls[i].states : NULL;
+        g->workers[i] = kr_worker_new(i, cfg, o->lua_dir, st, errs);
+        failed = !g->workers[i];
+    }
+    for (int i = 0; calls && i < prev->worker_cnt; i++)
+        kr_worker_states_free(&calls[i].states);
+    free(calls);
+    if (failed) {
+        gen_free(g);
+        return NULL;
     }
     for (size_t i = 0; i < cfg->file_cnt; i++)
         add_file(g, cfg->files[i]);
@@ -78,6 +161,24 @@ kr_gen_t *kr_gen_build(const kr_gen_opts_t *o, const kr_gen_t *prev, kr_errors_t
             add_file(g, files[j]);
     }
     return g;
+}
+
+int kr_gen_retire_vm(kr_gen_t *g, int worker, size_t route_index, char *errstr,
+                     size_t errsize)
+{
+    kr_worker_t *w = g->workers[worker];
+    kr_vm_t *fresh =
+        kr_worker_build_vm(&g->cfg->routes[route_index], g->lua_dir, NULL, errstr, errsize);
+    if (!fresh)
+        return -1;
+    kr_vm_t **retired = realloc(g->retired, (g->retired_cnt + 1) * sizeof(*retired));
+    if (!retired)
+        abort();
+    g->retired = retired;
+    kr_vm_retire(w->vms[route_index]);
+    g->retired[g->retired_cnt++] = w->vms[route_index];
+    w->vms[route_index] = fresh;
+    return 0;
 }
 
 void *kr_gen_alloc(kr_gen_t *g, size_t size)

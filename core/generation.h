@@ -33,6 +33,9 @@ typedef struct kr_gen {
     struct kr_route_stats **stats; /* per route index, set by the dispatcher */
     void **owned;             /* arrays that live as long as the generation */
     size_t owned_cnt;
+    const char *lua_dir;      /* kroute's lua/ folder (the options', outlives it) */
+    kr_vm_t **retired;        /* VMs replaced by kr_gen_retire_vm, freed with it */
+    size_t retired_cnt;
     int refs;
 } kr_gen_t;
 
@@ -43,6 +46,12 @@ typedef struct kr_gen {
 kr_gen_t *kr_gen_build(const kr_gen_opts_t *o, const kr_gen_t *prev, kr_errors_t *errs);
 /* Allocates zeroed memory freed with the generation. */
 void *kr_gen_alloc(kr_gen_t *g, size_t size);
+/* Replaces worker `worker`'s VM of route `route_index` with a freshly
+ * loaded one (module state starts over) and keeps the old one, retired,
+ * until the generation is freed: an abandoned thread may still run in it.
+ * 0, or -1 with errstr (nothing changed). */
+int kr_gen_retire_vm(kr_gen_t *g, int worker, size_t route_index, char *errstr,
+                     size_t errsize);
 void kr_gen_ref(kr_gen_t *g);
 /* Drops a reference; the last one frees the generation and its VMs. */
 void kr_gen_unref(kr_gen_t *g);

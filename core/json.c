@@ -1,7 +1,11 @@
 /* json.c - the JSON codec behind kroute.json and msg:json() (see json.h).
  * Arrays decoded from JSON carry a marker metatable so `[]` encodes back as
  * `[]`; tables without it encode as arrays when their keys are exactly 1..n
- * and as objects otherwise (an empty plain table is `{}`). */
+ * and as objects otherwise (an empty plain table is `{}`).
+ * Everything the codec builds for Lua (the encoder's output, the decoder's
+ * string scratch) lives in memory owned by the lua_State: under a VM's
+ * memory cap it counts like any other allocation, and when an allocation
+ * fails and Lua unwinds, the garbage collector takes it back. */
 #include "json.h"
 
 #include <errno.h>
@@ -27,43 +31,84 @@ int kr_json_is_null(lua_State *L, int idx)
     return lua_touserdata(L, idx) == &null_sentinel && lua_islightuserdata(L, idx);
 }
 
-/* ---------- encoding ---------- */
+/* ---------- a growable buffer owned by the lua_State ---------- */
 
-typedef struct enc {
+/* Starts in `init` (no allocation for small texts); when that is outgrown
+ * the bytes move to a userdata kept in stack slot `slot`, replaced by a
+ * bigger one as it grows. A failed growth raises Lua's memory error with
+ * nothing to free: the old userdata is ordinary garbage. */
+typedef struct lbuf {
     lua_State *L;
-    kr_buf_t *b;
-    char *errstr;
-    size_t errsize;
-} enc_t;
+    char *data;
+    size_t len, cap;
+    int slot;
+    char init[256];
+} lbuf_t;
 
-static void add_str(kr_buf_t *b, const char *s)
+/* [-0, +1, -] pushes the buffer's slot */
+static void lbuf_open(lbuf_t *b, lua_State *L)
 {
-    kr_buf_add(b, s, strlen(s));
+    b->L = L;
+    b->data = b->init;
+    b->len = 0;
+    b->cap = sizeof(b->init);
+    lua_pushnil(L);
+    b->slot = lua_gettop(L);
 }
 
-void kr_json_add_number(kr_buf_t *b, lua_State *L, int idx)
+static void lbuf_reserve(lbuf_t *b, size_t n)
 {
-    char tmp[64];
-    if (lua_isinteger(L, idx)) {
-        snprintf(tmp, sizeof(tmp), "%lld", (long long)lua_tointeger(L, idx));
-        add_str(b, tmp);
+    if (b->cap - b->len >= n)
         return;
+    size_t cap = b->cap;
+    while (cap - b->len < n) {
+        if (cap > SIZE_MAX / 4)
+            luaL_error(b->L, "not enough memory");
+        cap *= 2;
     }
+    luaL_checkstack(b->L, 1, "json");
+    char *p = lua_newuserdatauv(b->L, cap, 0); /* [m]: LUA_ERRMEM past the cap */
+    memcpy(p, b->data, b->len);
+    lua_replace(b->L, b->slot);
+    b->data = p;
+    b->cap = cap;
+}
+
+static void lbuf_add(lbuf_t *b, const char *p, size_t n)
+{
+    lbuf_reserve(b, n);
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+static void lbuf_addc(lbuf_t *b, char c)
+{
+    lbuf_reserve(b, 1);
+    b->data[b->len++] = c;
+}
+
+/* ---------- text of numbers and strings, for any buffer ---------- */
+
+/* Writes the shortest text that reads back as exactly the number at idx
+ * (without converting the stack slot); returns its length. */
+static size_t number_text(lua_State *L, int idx, char tmp[64])
+{
+    if (lua_isinteger(L, idx))
+        return (size_t)snprintf(tmp, 64, "%lld", (long long)lua_tointeger(L, idx));
     double d = lua_tonumber(L, idx);
     /* JavaScript prints integral doubles without a fraction: 6.0 -> "6". */
     if (d == floor(d) && fabs(d) < 1e17) {
-        snprintf(tmp, sizeof(tmp), "%.0f", d);
+        snprintf(tmp, 64, "%.0f", d);
         if (strcmp(tmp, "-0") == 0)
             strcpy(tmp, "0");
-        add_str(b, tmp);
-        return;
+        return strlen(tmp);
     }
     /* shortest text that reads back exactly: %.15g is shortest for most
      * values (trailing zeros dropped); long results may have a shorter form */
-    snprintf(tmp, sizeof(tmp), "%.15g", d);
+    snprintf(tmp, 64, "%.15g", d);
     if (strtod(tmp, NULL) != d || strlen(tmp) > 12) {
         for (int prec = 1; prec <= 17; prec++) {
-            snprintf(tmp, sizeof(tmp), "%.*g", prec, d);
+            snprintf(tmp, 64, "%.*g", prec, d);
             if (strtod(tmp, NULL) == d)
                 break;
         }
@@ -76,34 +121,83 @@ void kr_json_add_number(kr_buf_t *b, lua_State *L, int idx)
             nz++;
         memmove(digits, nz, strlen(nz) + 1);
     }
-    add_str(b, tmp);
+    return strlen(tmp);
+}
+
+typedef void (*put_fn)(void *sink, const char *p, size_t n);
+
+/* `s` as a quoted JSON string literal, handed to put() in runs: bytes
+ * that need no escape go out in one piece. */
+static void string_text(put_fn put, void *sink, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t run = 0;
+    put(sink, "\"", 1);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        const char *esc;
+        switch (c) {
+        case '"': esc = "\\\""; break;
+        case '\\': esc = "\\\\"; break;
+        case '\n': esc = "\\n"; break;
+        case '\r': esc = "\\r"; break;
+        case '\t': esc = "\\t"; break;
+        case '\b': esc = "\\b"; break;
+        case '\f': esc = "\\f"; break;
+        default:
+            if (c >= 0x20)
+                continue;
+            esc = NULL;
+        }
+        if (i > run)
+            put(sink, s + run, i - run);
+        if (esc) {
+            put(sink, esc, 2);
+        } else {
+            char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            put(sink, u, 6);
+        }
+        run = i + 1;
+    }
+    if (len > run)
+        put(sink, s + run, len - run);
+    put(sink, "\"", 1);
+}
+
+static void put_kr_buf(void *sink, const char *p, size_t n)
+{
+    kr_buf_add(sink, p, n);
+}
+
+static void put_lbuf(void *sink, const char *p, size_t n)
+{
+    lbuf_add(sink, p, n);
 }
 
 void kr_json_add_string(kr_buf_t *b, const char *s, size_t len)
 {
-    static const char hex[] = "0123456789abcdef";
     kr_buf_reserve(b, len + 2);
-    kr_buf_addc(b, '"');
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        switch (c) {
-        case '"': kr_buf_add(b, "\\\"", 2); break;
-        case '\\': kr_buf_add(b, "\\\\", 2); break;
-        case '\n': kr_buf_add(b, "\\n", 2); break;
-        case '\r': kr_buf_add(b, "\\r", 2); break;
-        case '\t': kr_buf_add(b, "\\t", 2); break;
-        case '\b': kr_buf_add(b, "\\b", 2); break;
-        case '\f': kr_buf_add(b, "\\f", 2); break;
-        default:
-            if (c < 0x20) {
-                char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-                kr_buf_add(b, u, 6);
-            } else {
-                kr_buf_addc(b, (char)c);
-            }
-        }
-    }
-    kr_buf_addc(b, '"');
+    string_text(put_kr_buf, b, s, len);
+}
+
+/* ---------- encoding ---------- */
+
+typedef struct enc {
+    lua_State *L;
+    lbuf_t out;
+    char *errstr;
+    size_t errsize;
+} enc_t;
+
+static void add_str(enc_t *e, const char *s)
+{
+    lbuf_add(&e->out, s, strlen(s));
+}
+
+static void add_number(enc_t *e, int idx)
+{
+    char tmp[64];
+    lbuf_add(&e->out, tmp, number_text(e->L, idx, tmp));
 }
 
 static int enc_fail(enc_t *e, const char *msg)
@@ -145,6 +239,10 @@ static int has_array_mark(lua_State *L, int idx)
     return is;
 }
 
+/* A table reached twice is encoded twice (JSON has no references), so a
+ * small table shared along many paths can stand for a huge text: the
+ * output buffer's memory cap, not this code, is what bounds it. Cycles
+ * and absurd nesting stop at JSON_MAX_DEPTH. */
 static int encode_table(enc_t *e, int idx, int depth)
 {
     lua_State *L = e->L;
@@ -153,47 +251,47 @@ static int encode_table(enc_t *e, int idx, int depth)
     luaL_checkstack(L, 4, "json");
     lua_Integer n = array_length(L, idx);
     if (n > 0 || (n == 0 && has_array_mark(L, idx))) {
-        kr_buf_addc(e->b, '[');
+        lbuf_addc(&e->out, '[');
         for (lua_Integer i = 1; i <= n; i++) {
             if (i > 1)
-                kr_buf_addc(e->b, ',');
+                lbuf_addc(&e->out, ',');
             lua_rawgeti(L, idx, i);
             int rc = encode_value(e, lua_gettop(L), depth + 1);
             lua_pop(L, 1);
             if (rc < 0)
                 return -1;
         }
-        kr_buf_addc(e->b, ']');
+        lbuf_addc(&e->out, ']');
         return 0;
     }
-    kr_buf_addc(e->b, '{');
+    lbuf_addc(&e->out, '{');
     int first = 1;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         if (!first)
-            kr_buf_addc(e->b, ',');
+            lbuf_addc(&e->out, ',');
         first = 0;
         int kt = lua_type(L, -2);
         if (kt == LUA_TSTRING) {
             size_t klen;
             const char *k = lua_tolstring(L, -2, &klen);
-            kr_json_add_string(e->b, k, klen);
+            string_text(put_lbuf, &e->out, k, klen);
         } else if (kt == LUA_TNUMBER) {
-            kr_buf_addc(e->b, '"');
-            kr_json_add_number(e->b, L, lua_gettop(L) - 1);
-            kr_buf_addc(e->b, '"');
+            lbuf_addc(&e->out, '"');
+            add_number(e, lua_gettop(L) - 1);
+            lbuf_addc(&e->out, '"');
         } else {
             lua_pop(L, 2);
             return enc_fail(e, "object keys must be strings or numbers");
         }
-        kr_buf_addc(e->b, ':');
+        lbuf_addc(&e->out, ':');
         if (encode_value(e, lua_gettop(L), depth + 1) < 0) {
             lua_pop(L, 2);
             return -1;
         }
         lua_pop(L, 1);
     }
-    kr_buf_addc(e->b, '}');
+    lbuf_addc(&e->out, '}');
     return 0;
 }
 
@@ -201,23 +299,23 @@ static int encode_value(enc_t *e, int idx, int depth)
 {
     lua_State *L = e->L;
     switch (lua_type(L, idx)) {
-    case LUA_TNIL: add_str(e->b, "null"); return 0;
-    case LUA_TBOOLEAN: add_str(e->b, lua_toboolean(L, idx) ? "true" : "false"); return 0;
+    case LUA_TNIL: add_str(e, "null"); return 0;
+    case LUA_TBOOLEAN: add_str(e, lua_toboolean(L, idx) ? "true" : "false"); return 0;
     case LUA_TNUMBER:
         if (!lua_isinteger(L, idx) && !isfinite(lua_tonumber(L, idx)))
             return enc_fail(e, "NaN and infinity have no JSON form");
-        kr_json_add_number(e->b, L, idx);
+        add_number(e, idx);
         return 0;
     case LUA_TSTRING: {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
-        kr_json_add_string(e->b, s, len);
+        string_text(put_lbuf, &e->out, s, len);
         return 0;
     }
     case LUA_TTABLE: return encode_table(e, idx, depth);
     case LUA_TLIGHTUSERDATA:
         if (kr_json_is_null(L, idx)) {
-            add_str(e->b, "null");
+            add_str(e, "null");
             return 0;
         }
         /* fall through */
@@ -229,10 +327,19 @@ static int encode_value(enc_t *e, int idx, int depth)
     }
 }
 
-int kr_json_encode(lua_State *L, int idx, kr_buf_t *b, char *errstr, size_t errsize)
+int kr_json_encode(lua_State *L, int idx, char *errstr, size_t errsize)
 {
-    enc_t e = {L, b, errstr, errsize};
-    return encode_value(&e, lua_absindex(L, idx), 0);
+    enc_t e = {.L = L, .errstr = errstr, .errsize = errsize};
+    idx = lua_absindex(L, idx);
+    luaL_checkstack(L, 2, "json");
+    lbuf_open(&e.out, L);
+    if (encode_value(&e, idx, 0) < 0) {
+        lua_settop(L, e.out.slot - 1);
+        return -1;
+    }
+    lua_pushlstring(L, e.out.data, e.out.len);
+    lua_replace(L, e.out.slot); /* the buffer is garbage from here */
+    return 0;
 }
 
 /* ---------- decoding ---------- */
@@ -242,7 +349,7 @@ typedef struct dec {
     const char *s, *p, *end;
     char *errstr;
     size_t errsize;
-    kr_buf_t tmp;
+    lbuf_t tmp; /* unescaped string bytes, long number text */
 } dec_t;
 
 static int dec_fail(dec_t *d, const char *what)
@@ -276,22 +383,22 @@ static int hex4(const char *p, unsigned *out)
     return 0;
 }
 
-static void add_utf8(kr_buf_t *b, unsigned cp)
+static void add_utf8(lbuf_t *b, unsigned cp)
 {
     char u[4];
     if (cp < 0x80) {
-        kr_buf_addc(b, (char)cp);
+        lbuf_addc(b, (char)cp);
     } else if (cp < 0x800) {
         u[0] = (char)(0xC0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 0x3F));
-        kr_buf_add(b, u, 2);
+        lbuf_add(b, u, 2);
     } else if (cp < 0x10000) {
         u[0] = (char)(0xE0 | (cp >> 12)); u[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
         u[2] = (char)(0x80 | (cp & 0x3F));
-        kr_buf_add(b, u, 3);
+        lbuf_add(b, u, 3);
     } else {
         u[0] = (char)(0xF0 | (cp >> 18)); u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
         u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[3] = (char)(0x80 | (cp & 0x3F));
-        kr_buf_add(b, u, 4);
+        lbuf_add(b, u, 4);
     }
 }
 
@@ -321,49 +428,48 @@ static size_t utf8_len(const char *p, const char *end)
     return 0;
 }
 
+/* A string without escapes is pushed straight from the input; escapes
+ * send the bytes through the scratch buffer. */
 static int decode_string(dec_t *d)
 {
     d->p++; /* opening quote */
+    const char *run = d->p; /* input bytes not yet copied to the scratch */
+    int unescaped = 0;      /* the scratch holds this string's start */
     d->tmp.len = 0;
     for (;;) {
         if (d->p >= d->end)
             return dec_fail(d, "unterminated string");
         unsigned char c = (unsigned char)*d->p;
-        if (c == '"') {
-            d->p++;
+        if (c == '"')
             break;
-        }
         if (c < 0x20)
             return dec_fail(d, "control character in string");
         if (c >= 0x80) {
             size_t n = utf8_len(d->p, d->end);
             if (!n)
                 return dec_fail(d, "invalid UTF-8");
-            kr_buf_add(&d->tmp, d->p, n);
             d->p += n;
             continue;
         }
         if (c != '\\') {
-            const char *start = d->p;
-            while (d->p < d->end && *d->p != '"' && *d->p != '\\' &&
-                   (unsigned char)*d->p >= 0x20 && (unsigned char)*d->p < 0x80)
-                d->p++;
-            kr_buf_add(&d->tmp, start, (size_t)(d->p - start));
+            d->p++;
             continue;
         }
         if (d->p + 1 >= d->end)
             return dec_fail(d, "unterminated escape");
+        lbuf_add(&d->tmp, run, (size_t)(d->p - run));
+        unescaped = 1;
         char esc = d->p[1];
         d->p += 2;
         switch (esc) {
-        case '"': kr_buf_addc(&d->tmp, '"'); break;
-        case '\\': kr_buf_addc(&d->tmp, '\\'); break;
-        case '/': kr_buf_addc(&d->tmp, '/'); break;
-        case 'b': kr_buf_addc(&d->tmp, '\b'); break;
-        case 'f': kr_buf_addc(&d->tmp, '\f'); break;
-        case 'n': kr_buf_addc(&d->tmp, '\n'); break;
-        case 'r': kr_buf_addc(&d->tmp, '\r'); break;
-        case 't': kr_buf_addc(&d->tmp, '\t'); break;
+        case '"': lbuf_addc(&d->tmp, '"'); break;
+        case '\\': lbuf_addc(&d->tmp, '\\'); break;
+        case '/': lbuf_addc(&d->tmp, '/'); break;
+        case 'b': lbuf_addc(&d->tmp, '\b'); break;
+        case 'f': lbuf_addc(&d->tmp, '\f'); break;
+        case 'n': lbuf_addc(&d->tmp, '\n'); break;
+        case 'r': lbuf_addc(&d->tmp, '\r'); break;
+        case 't': lbuf_addc(&d->tmp, '\t'); break;
         case 'u': {
             unsigned cp, lo;
             if (d->end - d->p < 4 || hex4(d->p, &cp) < 0)
@@ -381,8 +487,15 @@ static int decode_string(dec_t *d)
         }
         default: d->p -= 2; return dec_fail(d, "bad escape");
         }
+        run = d->p;
     }
-    lua_pushlstring(d->L, d->tmp.data ? d->tmp.data : "", d->tmp.len);
+    if (unescaped) {
+        lbuf_add(&d->tmp, run, (size_t)(d->p - run));
+        lua_pushlstring(d->L, d->tmp.data, d->tmp.len);
+    } else {
+        lua_pushlstring(d->L, run, (size_t)(d->p - run));
+    }
+    d->p++; /* closing quote */
     return 0;
 }
 
@@ -416,24 +529,30 @@ static int decode_number(dec_t *d)
         while (d->p < d->end && *d->p >= '0' && *d->p <= '9')
             d->p++;
     }
+    /* strtoll/strtod need a NUL-terminated copy: short ones on the C
+     * stack, long ones (a thousand digits is valid JSON) in the scratch */
     char buf[64];
     size_t n = (size_t)(d->p - start);
-    if (n >= sizeof(buf))
-        is_float = 1;
-    if (!is_float) {
+    const char *text = buf;
+    if (n < sizeof(buf)) {
         memcpy(buf, start, n);
         buf[n] = '\0';
+    } else {
+        is_float = 1;
+        d->tmp.len = 0;
+        lbuf_add(&d->tmp, start, n);
+        lbuf_addc(&d->tmp, '\0');
+        text = d->tmp.data;
+    }
+    if (!is_float) {
         errno = 0;
-        long long v = strtoll(buf, NULL, 10);
+        long long v = strtoll(text, NULL, 10);
         if (errno == 0) {
             lua_pushinteger(d->L, (lua_Integer)v);
             return 0;
         }
     }
-    d->tmp.len = 0;
-    kr_buf_add(&d->tmp, start, n);
-    kr_buf_addc(&d->tmp, '\0');
-    lua_pushnumber(d->L, strtod(d->tmp.data, NULL));
+    lua_pushnumber(d->L, strtod(text, NULL));
     return 0;
 }
 
@@ -446,6 +565,8 @@ static int literal(dec_t *d, const char *word)
     return 0;
 }
 
+/* [-0, +(1|any), m] pushes the value at d->p. On a syntax error it returns
+ * -1 and may leave partial values pushed: kr_json_decode drops them. */
 static int decode_value(dec_t *d, int depth)
 {
     lua_State *L = d->L;
@@ -467,15 +588,15 @@ static int decode_value(dec_t *d, int depth)
         for (;;) {
             skip_ws(d);
             if (d->p >= d->end || *d->p != '"')
-                return lua_pop(L, 1), dec_fail(d, "expected a string key");
+                return dec_fail(d, "expected a string key");
             if (decode_string(d) < 0)
-                return lua_pop(L, 1), -1;
+                return -1;
             skip_ws(d);
             if (d->p >= d->end || *d->p != ':')
-                return lua_pop(L, 2), dec_fail(d, "expected ':'");
+                return dec_fail(d, "expected ':'");
             d->p++;
             if (decode_value(d, depth + 1) < 0)
-                return lua_pop(L, 2), -1;
+                return -1;
             lua_rawset(L, -3);
             skip_ws(d);
             if (d->p < d->end && *d->p == ',') {
@@ -486,7 +607,7 @@ static int decode_value(dec_t *d, int depth)
                 d->p++;
                 return 0;
             }
-            return lua_pop(L, 1), dec_fail(d, "expected ',' or '}'");
+            return dec_fail(d, "expected ',' or '}'");
         }
     }
     case '[': {
@@ -501,7 +622,7 @@ static int decode_value(dec_t *d, int depth)
         }
         for (lua_Integer i = 1;; i++) {
             if (decode_value(d, depth + 1) < 0)
-                return lua_pop(L, 1), -1;
+                return -1;
             lua_rawseti(L, -2, i);
             skip_ws(d);
             if (d->p < d->end && *d->p == ',') {
@@ -512,7 +633,7 @@ static int decode_value(dec_t *d, int depth)
                 d->p++;
                 return 0;
             }
-            return lua_pop(L, 1), dec_fail(d, "expected ',' or ']'");
+            return dec_fail(d, "expected ',' or ']'");
         }
     }
     case '"': return decode_string(d);
@@ -540,33 +661,33 @@ static int decode_value(dec_t *d, int depth)
 
 int kr_json_decode(lua_State *L, const char *s, size_t len, char *errstr, size_t errsize)
 {
-    dec_t d = {L, s, s, s + len, errstr, errsize, {0}};
+    dec_t d = {.L = L, .s = s, .p = s, .end = s + len, .errstr = errstr, .errsize = errsize};
+    luaL_checkstack(L, 2, "json");
+    lbuf_open(&d.tmp, L);
     int rc = decode_value(&d, 0);
     if (rc == 0) {
         skip_ws(&d);
-        if (d.p < d.end) {
-            lua_pop(L, 1);
+        if (d.p < d.end)
             rc = dec_fail(&d, "trailing characters");
-        }
     }
-    kr_buf_free(&d.tmp);
-    return rc;
+    if (rc < 0) {
+        lua_settop(L, d.tmp.slot - 1);
+        return -1;
+    }
+    lua_remove(L, d.tmp.slot); /* the scratch is garbage from here */
+    return 0;
 }
 
 /* ---------- the Lua module ---------- */
 
-/* kroute.json.encode(v) -> string  [-1, +1, e] (raises on values with no JSON form) */
+/* kroute.json.encode(v) -> string  [-1, +1, e] (raises on values with no
+ * JSON form, and with Lua's memory error when the text passes the cap) */
 static int l_encode(lua_State *L)
 {
     luaL_checkany(L, 1);
-    kr_buf_t b = {0};
     char err[256];
     lua_settop(L, 1);
-    int rc = kr_json_encode(L, 1, &b, err, sizeof(err));
-    if (rc == 0)
-        lua_pushlstring(L, b.data ? b.data : "", b.len);
-    kr_buf_free(&b);
-    if (rc < 0)
+    if (kr_json_encode(L, 1, err, sizeof(err)) < 0)
         return luaL_error(L, "%s", err);
     return 1;
 }

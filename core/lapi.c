@@ -1,4 +1,5 @@
-/* lapi.c - the `kroute` module: record, emit, json, log, now (see lapi.h).
+/* lapi.c - the `kroute` module: record, emit, request, json, null, log,
+ * now, clock (see lapi.h).
  * Functions that need the current message find it through the running
  * coroutine's kr_run_t; called outside a handler run they raise. Outputs
  * are only collected here - producing them is the dispatcher's job. */
@@ -31,12 +32,15 @@ static kr_run_t *check_run(lua_State *L, const char *fn)
     return run;
 }
 
-/* kroute.emit(topic, value [, {key=, headers=, partition=}])  [-0, +0, e] */
+/* kroute.emit(topic, value [, {key=, headers=, partition=}])  [-0, +0, e]
+ * The record joins the run's outputs only once fully built: an emit that
+ * raises (caught by pcall or not) adds nothing. */
 static int l_emit(lua_State *L)
 {
     kr_run_t *run = check_run(L, "kroute.emit");
-    kr_record_t *rec = kr_run_add(run);
-    kr_record_from_emit(L, rec);
+    lua_settop(L, 3);
+    kr_record_from_emit(L, kr_record_begin(L));
+    kr_run_commit(L, run);
     return 0;
 }
 
@@ -101,16 +105,15 @@ static int l_request(lua_State *L)
         if (timeout <= 0)
             return luaL_error(L, "kroute.request: timeout must be a positive number of ms");
     }
-    kr_record_t *req = calloc(1, sizeof(*req));
-    if (!req)
-        return luaL_error(L, "out of memory");
-    req->partition = RD_KAFKA_PARTITION_UA;
-    run->request = req; /* owned by the run from here, even if we raise */
+    /* built whole before the run sees it: a request that raises (say in a
+     * pcall) leaves no half-built request pending */
+    kr_record_t *req = kr_record_begin(L);
     kr_record_from_emit(L, req);
     /* a request carries only what the caller gave: no inherited key or headers */
     if (req->key_mode == KR_KEY_INHERIT)
         req->key_mode = KR_KEY_NONE;
     req->inherit_headers = 0;
+    run->request = kr_run_commit_request(L);
     run->request_timeout_ms = timeout;
     return lua_yieldk(L, 0, (lua_KContext)lua_gettop(L), request_done);
 }
@@ -181,5 +184,9 @@ int luaopen_kroute(lua_State *L)
     lua_setfield(L, -2, "log");
     luaL_requiref(L, "kroute.json", luaopen_kroute_json, 0);
     lua_setfield(L, -2, "json");
+    /* kroute.null: the same sentinel as kroute.json.null, for the places
+     * that are not JSON (a null record value, a null header value) */
+    kr_json_push_null(L);
+    lua_setfield(L, -2, "null");
     return 1;
 }

@@ -1,5 +1,5 @@
 /* lapi.h - the `kroute` Lua module handlers require.
- * record, emit, json, log, now. The same luaopen is linked into the kroute
+ * record, emit, request, json, null, log, now. The same luaopen is linked into the kroute
  * binary and into the loadable module the busted specs use. */
 #ifndef KR_LAPI_H
 #define KR_LAPI_H

@@ -194,7 +194,8 @@ static vm_ud_t *check_vm(lua_State *L)
     return ud;
 }
 
-/* headers: {{name, value}, ...} or {name = value | {values}} */
+/* headers: {{name, value}, ...} or {name = value | {values}}; a nil or
+ * json.null value is a null header value */
 static rd_kafka_headers_t *headers_from_lua(lua_State *L, int idx)
 {
     rd_kafka_headers_t *h = rd_kafka_headers_new(8);
@@ -216,13 +217,13 @@ static rd_kafka_headers_t *headers_from_lua(lua_State *L, int idx)
         if (lua_istable(L, -1)) {
             for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, -1); i++) {
                 lua_rawgeti(L, -1, i);
-                size_t len;
+                size_t len = 0;
                 const char *v = lua_tolstring(L, -1, &len);
                 rd_kafka_header_add(h, lua_tostring(L, -3), -1, v, (ssize_t)len);
                 lua_pop(L, 1);
             }
         } else {
-            size_t len;
+            size_t len = 0;
             const char *v = lua_tolstring(L, -1, &len);
             rd_kafka_header_add(h, lua_tostring(L, -2), -1, v, (ssize_t)len);
         }
@@ -241,7 +242,10 @@ static void push_headers_list(lua_State *L, rd_kafka_headers_t *h)
         lua_createtable(L, 2, 0);
         lua_pushstring(L, name);
         lua_rawseti(L, -2, 1);
-        lua_pushlstring(L, val ? val : "", val ? size : 0);
+        if (val) /* a null header value reads as json.null, as handlers see it */
+            lua_pushlstring(L, val, size);
+        else
+            kr_json_push_null(L);
         lua_rawseti(L, -2, 2);
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
@@ -294,20 +298,16 @@ static int answer_request(lua_State *L, kr_vm_t *vm, kr_run_t *run, int requests
         err = lua_pushfstring(L, "no scripted reply for pattern '%s'", req->topic);
     }
     /* the value at -1 is the reply: encode it as a NestJS server would */
-    kr_buf_t b = {0};
     char jerr[256];
     int has_value = !err && !lua_isnil(L, -1);
     if (has_value && lua_type(L, -1) != LUA_TSTRING &&
-        kr_json_encode(L, -1, &b, jerr, sizeof(jerr)) < 0) {
+        kr_json_encode(L, -1, jerr, sizeof(jerr)) < 0) {
         err = lua_pushstring(L, jerr);
         has_value = 0;
-    } else if (has_value && lua_type(L, -1) == LUA_TSTRING) {
-        size_t len;
-        const char *sv = lua_tolstring(L, -1, &len);
-        kr_buf_add(&b, sv, len);
     }
-    int rc = kr_vm_resume(vm, run, has_value ? (b.data ? b.data : "") : NULL, b.len, err);
-    kr_buf_free(&b);
+    size_t len = 0;
+    const char *reply = has_value ? lua_tolstring(L, -1, &len) : NULL;
+    int rc = kr_vm_resume(vm, run, reply, len, err);
     lua_settop(L, top);
     return rc;
 }
@@ -398,6 +398,25 @@ static int l_vm_memory(lua_State *L)
     return 1;
 }
 
+/* vm:export_state() -> JSON text of reload_state() | nil (none) | nil, err:
+ * what a hot reload would carry over to the next generation's init(prev) */
+static int l_vm_export_state(lua_State *L)
+{
+    kr_buf_t state = {0};
+    char err[512];
+    int rc = kr_vm_export_state(check_vm(L)->vm, &state, err, sizeof(err));
+    if (rc > 0)
+        lua_pushstring(L, state.data);
+    else
+        lua_pushnil(L);
+    kr_buf_free(&state);
+    if (rc < 0) {
+        lua_pushstring(L, err);
+        return 2;
+    }
+    return 1;
+}
+
 static int l_vm_close(lua_State *L)
 {
     vm_ud_t *ud = luaL_checkudata(L, 1, VM_MT);
@@ -411,7 +430,11 @@ static int l_vm_close(lua_State *L)
 int luaopen_kroute_native(lua_State *L)
 {
     static const luaL_Reg vm_methods[] = {
-        {"handle", l_vm_handle}, {"memory", l_vm_memory}, {"close", l_vm_close}, {NULL, NULL}};
+        {"handle", l_vm_handle},
+        {"memory", l_vm_memory},
+        {"export_state", l_vm_export_state},
+        {"close", l_vm_close},
+        {NULL, NULL}};
     static const luaL_Reg funcs[] = {{"load_config", l_load_config},
                                      {"match", l_match},
                                      {"subscription", l_subscription},

@@ -49,12 +49,19 @@ static void usage(FILE *out)
             "  --brokers LIST     bootstrap servers, or 'embedded' (overrides kafka.brokers)\n"
             "  --group NAME       default consumer group (overrides kafka.group)\n"
             "  --workers N        Lua worker threads, one VM per route each (default: cores)\n"
-            "  --admin HOST:PORT  admin endpoint address, or 'off'\n"
+            "  --admin HOST:PORT  admin endpoint address, or 'off' (default 127.0.0.1:9464)\n"
+            "  --admin-token-file PATH\n"
+            "                     token POST /reload must send as 'Authorization: Bearer'\n"
+            "                     (default: $KROUTE_ADMIN_TOKEN); without one, an endpoint\n"
+            "                     reachable from the network refuses POST /reload\n"
+            "  --drain-timeout D  on stop, wait up to D (default 25s) for handlers and\n"
+            "                     outputs in flight; past it, give up and exit 1\n"
             "  --no-watch         do not watch route files for changes\n"
             "  --log-level LEVEL  debug, info, warn, error (default info)\n"
             "  --log-format FMT   text (default) or json: one object per line\n"
             "\n"
-            "exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error\n",
+            "exit codes: 0 ok, 1 runtime failure or a stop past --drain-timeout, 2 usage or\n"
+            "configuration error\n",
             KR_VERSION);
 }
 
@@ -94,6 +101,8 @@ static int parse_run_opts(int argc, char **argv, kr_router_opts_t *o)
         OPT_GROUP,
         OPT_WORKERS,
         OPT_ADMIN,
+        OPT_ADMIN_TOKEN_FILE,
+        OPT_DRAIN_TIMEOUT,
         OPT_NO_WATCH,
         OPT_LOG_LEVEL,
         OPT_LOG_FORMAT
@@ -102,6 +111,10 @@ static int parse_run_opts(int argc, char **argv, kr_router_opts_t *o)
                                              {"group", required_argument, NULL, OPT_GROUP},
                                              {"workers", required_argument, NULL, OPT_WORKERS},
                                              {"admin", required_argument, NULL, OPT_ADMIN},
+                                             {"admin-token-file", required_argument, NULL,
+                                              OPT_ADMIN_TOKEN_FILE},
+                                             {"drain-timeout", required_argument, NULL,
+                                              OPT_DRAIN_TIMEOUT},
                                              {"no-watch", no_argument, NULL, OPT_NO_WATCH},
                                              {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
                                              {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
@@ -129,6 +142,17 @@ static int parse_run_opts(int argc, char **argv, kr_router_opts_t *o)
             break;
         }
         case OPT_ADMIN: o->admin = optarg; break;
+        case OPT_ADMIN_TOKEN_FILE: o->admin_token_file = optarg; break;
+        case OPT_DRAIN_TIMEOUT: {
+            int64_t ms = kr_config_parse_duration(optarg);
+            if (ms < 1 || ms > 3600000) {
+                fprintf(stderr, "kroute: --drain-timeout takes a duration from 1ms to 1h, like "
+                                "25s or 500ms; got '%s'\n", optarg);
+                return -1;
+            }
+            o->drain_timeout_ms = (int)ms;
+            break;
+        }
         case OPT_NO_WATCH: o->watch = 0; break;
         case OPT_LOG_LEVEL: {
             int level = kr_log_parse_level(optarg);

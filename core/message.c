@@ -2,7 +2,8 @@
  * Fields are read through __index: topic, partition, offset, key, value,
  * timestamp, headers, data (the value parsed as NestJS does), and the
  * method json(). Headers come back as a fresh
- * table: name -> string, or name -> list of strings when a name repeats. */
+ * table: name -> string, or name -> list of strings when a name repeats; a
+ * header whose value is null (not empty) reads as kroute.json.null. */
 #include "message.h"
 
 #include <lauxlib.h>
@@ -54,6 +55,11 @@ static const kr_msg_t *check_msg(lua_State *L, int idx)
     return ud->msg;
 }
 
+const kr_msg_t *kr_message_test(lua_State *L, int idx)
+{
+    return luaL_testudata(L, idx, MESSAGE_MT) ? check_msg(L, idx) : NULL;
+}
+
 static void push_bytes(lua_State *L, const void *p, size_t len)
 {
     if (p)
@@ -62,7 +68,8 @@ static void push_bytes(lua_State *L, const void *p, size_t len)
         lua_pushnil(L);
 }
 
-/* [-0, +1, m] headers as name -> string | {string, ...} */
+/* [-0, +1, m] headers as name -> value | {value, ...}, where a value is a
+ * string, or kroute.json.null for a null header value */
 static void push_headers(lua_State *L, rd_kafka_headers_t *hdrs)
 {
     lua_newtable(L);
@@ -72,12 +79,15 @@ static void push_headers(lua_State *L, rd_kafka_headers_t *hdrs)
     const void *val;
     size_t size;
     for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &val, &size) == 0; i++) {
-        lua_pushlstring(L, val ? (const char *)val : "", val ? size : 0);
+        if (val)
+            lua_pushlstring(L, (const char *)val, size);
+        else
+            kr_json_push_null(L);
         int t = lua_getfield(L, -2, name);
         if (t == LUA_TNIL) {
             lua_pop(L, 1);
             lua_setfield(L, -2, name);
-        } else if (t == LUA_TSTRING) {
+        } else if (t != LUA_TTABLE) {
             /* second occurrence: turn the value into a list */
             lua_createtable(L, 2, 0);
             lua_insert(L, -2);

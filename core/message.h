@@ -28,6 +28,9 @@ void kr_msg_from_rkm(kr_msg_t *msg, rd_kafka_message_t *rkm);
 /* [-0, +1, m] push a userdata viewing `msg`; `msg` must outlive it until
  * kr_message_invalidate(). */
 void kr_message_push(lua_State *L, const kr_msg_t *msg);
+/* The view behind the kroute.message userdata at idx, or NULL when idx
+ * holds something else; raises when that message's handler finished. */
+const kr_msg_t *kr_message_test(lua_State *L, int idx);
 /* Make the userdata at idx unusable: later access raises. */
 void kr_message_invalidate(lua_State *L, int idx);
 /* Registers the "kroute.message" metatable in L. */

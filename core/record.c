@@ -1,7 +1,8 @@
 /* record.c - Lua values -> kr_record_t, and the per-run output list.
  * Each coroutine's LUA_EXTRASPACE holds the kr_run_t it serves, so
  * kroute.emit finds its message without globals and several suspended
- * handlers in one VM never mix their outputs. */
+ * handlers in one VM never mix their outputs. A record is built in a
+ * to-be-closed box on the Lua stack and joins the run only when complete. */
 #include "record.h"
 
 #include <lauxlib.h>
@@ -11,8 +12,12 @@
 #include "json.h"
 
 #define RECORD_MT "kroute.record"
+#define BOX_MT "kroute.record.box"
 
-kr_record_t *kr_run_add(kr_run_t *run)
+/* Bookkeeping librdkafka keeps per header besides name and value. */
+#define HEADER_OVERHEAD 32
+
+static kr_record_t *run_add(kr_run_t *run)
 {
     if (run->cnt == run->cap) {
         run->cap = run->cap ? run->cap * 2 : 4;
@@ -20,11 +25,7 @@ kr_record_t *kr_run_add(kr_run_t *run)
         if (!run->recs)
             abort();
     }
-    kr_record_t *rec = &run->recs[run->cnt++];
-    memset(rec, 0, sizeof(*rec));
-    rec->partition = RD_KAFKA_PARTITION_UA;
-    rec->inherit_headers = 1;
-    return rec;
+    return &run->recs[run->cnt++];
 }
 
 void kr_record_free(kr_record_t *rec)
@@ -47,6 +48,7 @@ void kr_run_clear(kr_run_t *run)
     free(run->trace);
     run->recs = NULL;
     run->cnt = run->cap = 0;
+    run->out_bytes = 0;
     run->error = run->trace = NULL;
     run->no_handler = 0;
 }
@@ -100,46 +102,138 @@ const char *kr_run_missing_topic(const kr_run_t *run, const char *default_topic)
     return NULL;
 }
 
-/* Bytes of a value on the wire: string raw, else JSON text. */
-static void value_bytes(lua_State *L, int idx, kr_buf_t *out, const char *what)
+/* ---------- building a record ---------- */
+
+/* __close of a box: frees whatever a build that raised left in it (a
+ * committed box is empty, so this frees nothing). */
+static int box_close(lua_State *L)
 {
-    out->len = 0;
-    if (lua_type(L, idx) == LUA_TSTRING) {
-        size_t len;
-        const char *s = lua_tolstring(L, idx, &len);
-        kr_buf_add(out, s, len);
-        return;
-    }
-    char err[256];
-    if (kr_json_encode(L, idx, out, err, sizeof(err)) < 0)
-        luaL_error(L, "%s: %s", what, err);
+    kr_record_free(lua_touserdata(L, 1));
+    return 0;
 }
 
+kr_record_t *kr_record_begin(lua_State *L)
+{
+    luaL_checkstack(L, 1, "record");
+    kr_record_t *rec = lua_newuserdatauv(L, sizeof(*rec), 0);
+    memset(rec, 0, sizeof(*rec));
+    rec->partition = RD_KAFKA_PARTITION_UA;
+    rec->inherit_headers = 1;
+    luaL_setmetatable(L, BOX_MT);
+    lua_toclose(L, -1);
+    return rec;
+}
+
+static int over_limit(lua_State *L, const kr_run_t *run, size_t bytes)
+{
+    int kb = lua_gc(L, LUA_GCCOUNT), b = lua_gc(L, LUA_GCCOUNTB);
+    size_t heap = kb > 0 ? (size_t)kb * 1024 + (size_t)(b > 0 ? b : 0) : 0;
+    return bytes > run->mem_limit || heap + run->out_bytes + bytes > run->mem_limit;
+}
+
+/* Counts n more bytes of C memory for `rec` before they are allocated:
+ * raises when the VM's Lua heap plus the outputs the run holds would pass
+ * the route's cap (the same cap as the heap's, so a handler cannot pile up
+ * emits in C memory that the cap never sees). Like Lua's allocator, it
+ * collects garbage once before giving up. */
+static void charge(lua_State *L, kr_record_t *rec, size_t n)
+{
+    rec->bytes += n;
+    const kr_run_t *run = kr_run_current(L);
+    if (!run || !run->mem_limit || !over_limit(L, run, rec->bytes))
+        return;
+    lua_gc(L, LUA_GCCOLLECT);
+    if (over_limit(L, run, rec->bytes))
+        luaL_error(L, "out of memory: the records of this run would pass the route's memory "
+                      "limit (%I bytes)",
+                   (lua_Integer)run->mem_limit);
+}
+
+/* The built record in the box at the top, taken out of the box. */
+static kr_record_t take_box(lua_State *L)
+{
+    kr_record_t *box = luaL_checkudata(L, -1, BOX_MT);
+    charge(L, box, sizeof(*box));
+    kr_record_t rec = *box;
+    memset(box, 0, sizeof(*box));
+    lua_pop(L, 1); /* closes the (now empty) box */
+    return rec;
+}
+
+void kr_run_commit(lua_State *L, kr_run_t *run)
+{
+    kr_record_t rec = take_box(L);
+    run->out_bytes += rec.bytes;
+    *run_add(run) = rec;
+}
+
+kr_record_t *kr_run_commit_request(lua_State *L)
+{
+    kr_record_t *req = malloc(sizeof(*req));
+    if (!req)
+        abort();
+    *req = take_box(L);
+    return req;
+}
+
+/* [-0, +1, e] the bytes of a value on the wire: a string as it is, any
+ * other value as its JSON text */
+static const char *push_bytes(lua_State *L, int idx, size_t *len, const char *what)
+{
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        lua_pushvalue(L, idx);
+    } else {
+        char err[256];
+        if (kr_json_encode(L, idx, err, sizeof(err)) < 0)
+            luaL_error(L, "%s: %s", what, err);
+    }
+    return lua_tolstring(L, -1, len);
+}
+
+static void copy_bytes(lua_State *L, kr_record_t *rec, kr_buf_t *dst, const char *s, size_t len)
+{
+    charge(L, rec, len);
+    dst->len = 0;
+    if (len)
+        kr_buf_add(dst, s, len);
+}
+
+/* value: nil or kroute.null -> null; a kroute.message -> its value (so
+ * `return msg` forwards a tombstone as a tombstone); else push_bytes. */
 static void set_value(lua_State *L, int idx, kr_record_t *rec)
 {
     if (lua_isnoneornil(L, idx) || kr_json_is_null(L, idx)) {
         rec->value_null = 1;
         return;
     }
+    const kr_run_t *run = kr_run_current(L);
+    const kr_msg_t *in = run ? run->msg : NULL;
+    const kr_msg_t *m = kr_message_test(L, idx);
+    const char *s;
+    size_t len;
+    if (m) {
+        if (!m->value) {
+            rec->value_null = 1;
+            return;
+        }
+        s = m->value;
+        len = m->value_len;
+        lua_pushnil(L); /* keeps the stack balanced with push_bytes */
+    } else {
+        s = push_bytes(L, idx, &len, "value");
+    }
     /* the input's value handed back unchanged (a pass-through): point at
      * the consumed message's bytes, which outlive every record of its run,
      * instead of copying them */
-    const kr_run_t *run = kr_run_current(L);
-    size_t len;
-    const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &len) : NULL;
-    if (s && run && run->msg && run->msg->value && len && len == run->msg->value_len &&
-        !memcmp(s, run->msg->value, len) && !rec->value_borrowed) {
-        kr_buf_free(&rec->value);
-        rec->value.data = (char *)run->msg->value; /* read only: never written or freed */
-        rec->value.len = rec->value.cap = len;
+    if (in && in->value && (m == in || (len && len == in->value_len &&
+                                        !memcmp(s, in->value, len)))) {
+        rec->value.data = (char *)in->value; /* read only: never written or freed */
+        rec->value.len = rec->value.cap = in->value_len;
         rec->value_borrowed = 1;
-        return;
+    } else {
+        copy_bytes(L, rec, &rec->value, s, len);
     }
-    if (rec->value_borrowed) { /* set twice: forget the borrowed bytes first */
-        memset(&rec->value, 0, sizeof(rec->value));
-        rec->value_borrowed = 0;
-    }
-    value_bytes(L, idx, &rec->value, "value");
+    lua_pop(L, 1);
 }
 
 static void set_key(lua_State *L, int idx, kr_record_t *rec)
@@ -150,8 +244,11 @@ static void set_key(lua_State *L, int idx, kr_record_t *rec)
     } else if (t == LUA_TBOOLEAN && !lua_toboolean(L, idx)) {
         rec->key_mode = KR_KEY_NONE; /* key = false: explicitly no key */
     } else {
+        size_t len;
+        const char *s = push_bytes(L, idx, &len, "key");
         rec->key_mode = KR_KEY_SET;
-        value_bytes(L, idx, &rec->key, "key");
+        copy_bytes(L, rec, &rec->key, s, len);
+        lua_pop(L, 1);
     }
 }
 
@@ -160,18 +257,63 @@ static int cmp_name(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static void add_header(lua_State *L, rd_kafka_headers_t *hdrs, const char *name, int idx)
+/* One header value at idx: a string, a number (as text) or kroute.null (a
+ * null value, which Kafka keeps apart from ""). Adds it to hdrs unless
+ * hdrs is NULL (checking only); returns the bytes it takes. */
+static size_t header_value(lua_State *L, rd_kafka_headers_t *hdrs, const char *name, int idx)
 {
-    size_t len;
+    if (kr_json_is_null(L, idx)) {
+        if (hdrs)
+            rd_kafka_header_add(hdrs, name, -1, NULL, 0);
+        return strlen(name) + HEADER_OVERHEAD;
+    }
     if (lua_type(L, idx) != LUA_TSTRING && lua_type(L, idx) != LUA_TNUMBER)
-        luaL_error(L, "header '%s' must be a string or a list of strings, not %s", name,
-                   luaL_typename(L, idx));
+        luaL_error(L, "header '%s' must be a string or a list of strings, not %s "
+                      "(kroute.null stands for a null value)",
+                   name, luaL_typename(L, idx));
+    size_t len;
     const char *v = lua_tolstring(L, idx, &len);
-    rd_kafka_header_add(hdrs, name, -1, v, (ssize_t)len);
+    if (hdrs)
+        rd_kafka_header_add(hdrs, name, -1, v, (ssize_t)len);
+    return strlen(name) + len + HEADER_OVERHEAD;
 }
 
-/* headers table: name -> string | number | {string, ...}; names are added
- * in sorted order so the same table always gives the same record bytes. */
+/* The header value(s) at the top for `name`: one value, or a list of them
+ * for a repeated name. */
+static size_t header_values(lua_State *L, rd_kafka_headers_t *hdrs, const char *name)
+{
+    if (lua_type(L, -1) != LUA_TTABLE)
+        return header_value(L, hdrs, name, -1);
+    size_t bytes = 0;
+    lua_Integer len = (lua_Integer)lua_rawlen(L, -1);
+    for (lua_Integer j = 1; j <= len; j++) {
+        lua_rawgeti(L, -1, j);
+        bytes += header_value(L, hdrs, name, -1);
+        lua_pop(L, 1);
+    }
+    return bytes;
+}
+
+/* Checks a headers table (string names; values as header_values takes
+ * them); sets *count to its names and returns the bytes it takes. */
+static size_t check_headers(lua_State *L, int idx, size_t *count)
+{
+    size_t n = 0, bytes = 0;
+    luaL_checkstack(L, 4, "headers");
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "header names must be strings");
+        bytes += header_values(L, NULL, lua_tostring(L, -2));
+        lua_pop(L, 1);
+        n++;
+    }
+    *count = n;
+    return bytes;
+}
+
+/* headers table: name -> value | {value, ...}; names are added in sorted
+ * order so the same table always gives the same record bytes. */
 static void set_headers(lua_State *L, int idx, kr_record_t *rec)
 {
     if (lua_isnoneornil(L, idx)) {
@@ -181,18 +323,12 @@ static void set_headers(lua_State *L, int idx, kr_record_t *rec)
     luaL_checktype(L, idx, LUA_TTABLE);
     idx = lua_absindex(L, idx);
     rec->inherit_headers = 0;
-    size_t n = 0;
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        lua_pop(L, 1);
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "header names must be strings");
-        n++;
-    }
+    size_t n;
+    charge(L, rec, check_headers(L, idx, &n));
     rec->headers = rd_kafka_headers_new(n ? n : 1);
     if (n == 0)
         return;
-    /* names live in a Lua table (no malloc'd array to leak if we raise) */
+    /* names live in a Lua userdata (no malloc'd array to leak if we raise) */
     const char **names = lua_newuserdatauv(L, n * sizeof(char *), 0);
     size_t i = 0;
     lua_pushnil(L);
@@ -203,16 +339,7 @@ static void set_headers(lua_State *L, int idx, kr_record_t *rec)
     qsort(names, n, sizeof(char *), cmp_name);
     for (i = 0; i < n; i++) {
         lua_getfield(L, idx, names[i]);
-        if (lua_type(L, -1) == LUA_TTABLE) {
-            lua_Integer len = (lua_Integer)lua_rawlen(L, -1);
-            for (lua_Integer j = 1; j <= len; j++) {
-                lua_rawgeti(L, -1, j);
-                add_header(L, rec->headers, names[i], -1);
-                lua_pop(L, 1);
-            }
-        } else {
-            add_header(L, rec->headers, names[i], -1);
-        }
+        header_values(L, rec->headers, names[i]);
         lua_pop(L, 1);
     }
     lua_pop(L, 1); /* names */
@@ -235,6 +362,7 @@ static void set_topic(lua_State *L, int idx, kr_record_t *rec)
         return;
     if (lua_type(L, idx) != LUA_TSTRING || lua_rawlen(L, idx) == 0)
         luaL_error(L, "topic must be a non-empty string");
+    charge(L, rec, lua_rawlen(L, idx) + 1);
     rec->topic = strdup(lua_tostring(L, idx));
     if (!rec->topic)
         abort();
@@ -318,8 +446,12 @@ int kr_record_new(lua_State *L)
     if (!lua_isnil(L, -1) && (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0))
         return luaL_error(L, "kroute.record: topic must be a non-empty string");
     lua_getfield(L, 1, "headers");
-    if (!lua_isnil(L, -1) && !lua_istable(L, -1))
-        return luaL_error(L, "kroute.record: headers must be a table");
+    if (!lua_isnil(L, -1)) {
+        size_t n;
+        if (!lua_istable(L, -1))
+            return luaL_error(L, "kroute.record: headers must be a table");
+        check_headers(L, lua_gettop(L), &n);
+    }
     lua_pop(L, 3);
     lua_createtable(L, 0, 5);
     for (const char *const *f = fields; *f; f++) {
@@ -335,5 +467,9 @@ void kr_record_register(lua_State *L)
     luaL_newmetatable(L, RECORD_MT);
     lua_pushliteral(L, "kroute.record");
     lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, BOX_MT);
+    lua_pushcfunction(L, box_close);
+    lua_setfield(L, -2, "__close");
     lua_pop(L, 1);
 }

@@ -1,8 +1,12 @@
 /* record.h - output records a handler run produces, and its run context.
  * Outputs are collected while the handler runs and produced only if it
  * finishes without error, so a retried handler never leaves half its output
- * behind. Converting Lua values to bytes follows the wire rules: strings are
- * raw, nil is a null value, numbers/booleans/tables are JSON text. */
+ * behind. Each record is built whole before it joins the run, so an emit
+ * that raises (even inside pcall) leaves nothing. Converting Lua values to
+ * bytes follows the wire rules: strings are raw, nil and kroute.null are a
+ * null value, the message itself is its value (null stays null),
+ * numbers/booleans/tables are JSON text. The C memory records hold counts
+ * against the route's memory cap, together with the Lua heap. */
 #ifndef KR_RECORD_H
 #define KR_RECORD_H
 
@@ -26,6 +30,7 @@ typedef struct kr_record {
     int inherit_headers;         /* copy the input's headers */
     rd_kafka_headers_t *headers; /* owned; used when !inherit_headers */
     int returned;                /* a return value (not an emit) */
+    size_t bytes;                /* C memory it holds (for the cap) */
 } kr_record_t;
 
 struct kr_vm;
@@ -65,13 +70,26 @@ typedef struct kr_run {
     int co_ref, msg_ref;
     kr_record_t *request;       /* set while waiting in kroute.request */
     int64_t request_timeout_ms;
+    size_t mem_limit;   /* the route's cap: Lua heap + out_bytes (0: none) */
+    size_t out_bytes;   /* C memory held by recs */
 } kr_run_t;
 
-/* Appends a zeroed record owned by the run. */
-kr_record_t *kr_run_add(kr_run_t *run);
 /* Frees outputs and outcome; keeps msg and vm. The run must not be
  * suspended (see kr_vm_abandon). */
 void kr_run_clear(kr_run_t *run);
+
+/* Building a record: kr_record_begin pushes a to-be-closed box holding an
+ * empty record and returns it; fill it (kr_record_from_lua/_from_emit),
+ * then kr_run_commit moves it into the run. If anything raises before the
+ * commit, closing the box frees what was built, so no half-built record
+ * ever reaches the run and nothing leaks. [-0, +1, m] */
+kr_record_t *kr_record_begin(lua_State *L);
+/* [-1, +0, e] Appends the record in the box at the top of the stack to
+ * run->recs (counting it against the cap: raises when over). */
+void kr_run_commit(lua_State *L, kr_run_t *run);
+/* [-1, +0, e] The same for a request: returns the record malloc'd (for
+ * run->request), checked against the cap but not counted as an output. */
+kr_record_t *kr_run_commit_request(lua_State *L);
 
 /* The run of the calling coroutine, or NULL outside a handler. */
 kr_run_t *kr_run_current(lua_State *L);
@@ -84,7 +102,7 @@ void kr_record_from_lua(lua_State *L, int idx, kr_record_t *rec);
 void kr_record_from_emit(lua_State *L, kr_record_t *rec);
 /* kroute.record{...}  [-1, +1, e] */
 int kr_record_new(lua_State *L);
-/* Registers the "kroute.record" metatable. */
+/* Registers the "kroute.record" and record box metatables. */
 void kr_record_register(lua_State *L);
 void kr_record_free(kr_record_t *rec);
 

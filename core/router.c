@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,6 @@
 #include "watch.h"
 
 #define BATCH 512
-#define DRAIN_TIMEOUT_MS 10000
 
 static volatile sig_atomic_t stop_requested, reload_requested;
 static int wake_pipe[2] = {-1, -1};
@@ -46,20 +46,27 @@ static void on_signal(int sig)
     errno = saved;
 }
 
-/* Leaving the group can block inside librdkafka (a rebalance the broker
- * holds open): past this many seconds of shutdown, exit anyway. What was
- * delivered has been committed or will be redelivered - never lost. */
-#define SHUTDOWN_LIMIT_S 25
+/* Shutdown gives up past --drain-timeout (default 25 s): a handler still
+ * running, outputs undelivered, or leaving the group blocked inside
+ * librdkafka (a rebalance the broker holds open). What was delivered has
+ * been committed or will be redelivered - never lost - but the drain was
+ * not complete, so the exit status is 1. A timer thread acts, since the
+ * router thread is the one stuck. */
+#define DRAIN_TIMEOUT_MS 25000
 
-static void on_shutdown_timeout(int sig)
+static int drain_limit_ms;
+/* messages consumed but not committable, as counted before and after the
+ * drain (the timer thread reads it) */
+static atomic_size_t drain_inflight;
+
+static void on_drain_timeout(union sigval sv)
 {
-    (void)sig;
-    static const char msg[] = "kroute: shutdown took longer than 25 s (leaving the consumer "
-                              "group did not finish); exiting, uncommitted messages will be "
-                              "redelivered\n";
-    ssize_t w = write(STDERR_FILENO, msg, sizeof(msg) - 1);
-    (void)w;
-    _exit(0);
+    (void)sv;
+    kr_error("router",
+             "shutdown gave up after %d ms with %zu message(s) still in flight: their offsets "
+             "are not committed, so they will be redelivered; exiting 1",
+             drain_limit_ms, atomic_load(&drain_inflight));
+    _exit(1);
 }
 
 static void install_signals(void)
@@ -160,6 +167,7 @@ typedef struct router {
     int64_t reload_at_ms;     /* > 0: a file changed; reload then (debounce) */
     uint64_t reloads, reload_failures;
     char *last_reload;        /* JSON of the last reload's outcome */
+    char health[512];         /* the last /healthz reason built on the fly */
     time_t started;
 } router_t;
 
@@ -347,6 +355,16 @@ static const char *unhealthy(router_t *rt)
     char err[256];
     if (kr_dispatch_fatal(rt->d) || kr_producer_fatal(rt->p, err, sizeof(err)))
         return "fatal error: kroute stopped storing offsets and is exiting";
+    char route[128] = "?";
+    double seconds = 0;
+    int wedged = rt->pool ? kr_pool_wedged(rt->pool, route, sizeof(route), &seconds) : 0;
+    if (wedged) {
+        snprintf(rt->health, sizeof(rt->health),
+                 "wedged: %d handler run(s) stuck in a call past their deadline (oldest: route "
+                 "%s, %.1f s); abandoned runs keep a CPU busy until they end",
+                 wedged, route, seconds);
+        return rt->health;
+    }
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_resp_err_t e = rd_kafka_metadata(kr_producer_handle(rt->p), 0, NULL, &md, 1000);
     if (md)
@@ -560,6 +578,8 @@ int kr_router_run(const kr_router_opts_t *o)
     rt->gopts = gen_opts(o);
     rt->started = time(NULL);
     char err[1024];
+    timer_t drain_timer;
+    int drain_armed = 0;
 
     kr_gen_t *gen = kr_gen_build(&rt->gopts, NULL, &errs);
     if (!gen) {
@@ -579,7 +599,7 @@ int kr_router_run(const kr_router_opts_t *o)
     install_signals();
     const char *admin = o->admin ? o->admin : "127.0.0.1:9464";
     if (strcmp(admin, "off") != 0) {
-        rt->admin = kr_admin_start(admin, wake_pipe[1], err, sizeof(err));
+        rt->admin = kr_admin_start(admin, o->admin_token_file, wake_pipe[1], err, sizeof(err));
         if (!rt->admin) {
             kr_error("router", "%s", err);
             rc = 2;
@@ -632,15 +652,27 @@ int kr_router_run(const kr_router_opts_t *o)
     event_loop(rt);
 
     int fatal = kr_dispatch_fatal(rt->d) || kr_producer_fatal(rt->p, err, sizeof(err));
-    kr_info("router", "stopping: waiting for outputs in flight, then committing");
-    signal(SIGALRM, on_shutdown_timeout);
-    alarm(SHUTDOWN_LIMIT_S);
-    int undelivered = kr_dispatch_drain(rt->d, DRAIN_TIMEOUT_MS);
+    drain_limit_ms = o->drain_timeout_ms > 0 ? o->drain_timeout_ms : DRAIN_TIMEOUT_MS;
+    kr_info("router", "stopping: waiting up to %d ms for handlers and outputs in flight, then "
+                      "committing", drain_limit_ms);
+    atomic_store(&drain_inflight, kr_dispatch_inflight(rt->d));
+    struct sigevent sev = {.sigev_notify = SIGEV_THREAD, .sigev_notify_function = on_drain_timeout};
+    struct itimerspec its = {.it_value = {.tv_sec = drain_limit_ms / 1000,
+                                          .tv_nsec = drain_limit_ms % 1000 * 1000000L}};
+    if (timer_create(CLOCK_MONOTONIC, &sev, &drain_timer) == 0) {
+        drain_armed = 1;
+        timer_settime(drain_timer, 0, &its, NULL);
+    } else {
+        kr_warn("router", "timer_create: %s: shutdown has no time limit", strerror(errno));
+    }
+    /* the drain may take all the time: the timer fires first */
+    int undelivered = kr_dispatch_drain(rt->d, drain_limit_ms);
+    atomic_store(&drain_inflight, kr_dispatch_inflight(rt->d));
     if (undelivered)
-        kr_warn("router", "%d output(s) still undelivered after %d ms; their inputs stay "
-                          "uncommitted and will be redelivered",
-                undelivered, DRAIN_TIMEOUT_MS);
-    rc = fatal ? 1 : 0;
+        kr_error("router", "shutdown gave up with %d output(s) undelivered after %d ms: their "
+                           "inputs are not committed, so they will be redelivered",
+                 undelivered, drain_limit_ms);
+    rc = fatal || undelivered ? 1 : 0;
 out:
     kr_admin_stop(rt->admin);
     if (rt->d)
@@ -671,6 +703,8 @@ out:
         close(wake_pipe[0]);
         close(wake_pipe[1]);
     }
+    if (drain_armed)
+        timer_delete(drain_timer);
     if (rc == 0)
         kr_info("router", "stopped cleanly");
     return rc;

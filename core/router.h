@@ -13,12 +13,15 @@ typedef struct kr_router_opts {
     const char *group;     /* --group, overrides kafka.group */
     int workers;           /* --workers */
     const char *admin;     /* --admin HOST:PORT or off (default 127.0.0.1:9464) */
+    const char *admin_token_file; /* --admin-token-file (NULL: $KROUTE_ADMIN_TOKEN) */
+    int drain_timeout_ms;  /* --drain-timeout: shutdown gives up past it (0: 25 s) */
     int watch;             /* !--no-watch */
     const char *lua_dir;   /* kroute's lua/ folder */
 } kr_router_opts_t;
 
 /* Returns the process exit code: 0 after a clean shutdown, 1 after a
- * runtime failure, 2 for a configuration error. */
+ * runtime failure or a shutdown that gave up at drain_timeout_ms, 2 for a
+ * configuration error. */
 int kr_router_run(const kr_router_opts_t *opts);
 
 /* Validates routes and handlers like a start would; prints problems. */

@@ -24,10 +24,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "json.h"
 #include "lapi.h"
 #include "log.h"
 #include "message.h"
+#include "strbound.h"
 
 #define HOOK_EVERY 1000 /* instructions between deadline checks */
 #define IDLE_COROUTINES 8 /* finished coroutines kept per VM for reuse */
@@ -52,15 +54,11 @@ struct kr_vm {
     int runs_ref;   /* registry set (weak keys) of kroute's run coroutines */
     int suspended;  /* runs waiting in kroute.request (their coroutines live in L) */
     int rebuild;    /* the state sits at its cap: rebuild it once nothing is suspended */
+    int has_state;  /* the handler defines reload_state (read by other threads) */
+    int retired;    /* replaced after its thread was abandoned (router thread only) */
     kr_vm_opts_t opts; /* what built it (strings owned), for a rebuild */
 };
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -99,7 +97,7 @@ static void deadline_hook(lua_State *L, lua_Debug *ar)
     void *ud;
     lua_getallocf(L, &ud);
     kr_vm_t *vm = ud;
-    if (!vm->deadline_ns || now_ns() <= vm->deadline_ns) {
+    if (!vm->deadline_ns || kr_clock_ns() <= vm->deadline_ns) {
         if (lua_gethookcount(L) != HOOK_EVERY)
             lua_sethook(L, deadline_hook, LUA_MASKCOUNT, HOOK_EVERY);
         return;
@@ -117,7 +115,7 @@ static const char *deadline_check(lua_State *L, void *ud)
 {
     (void)L;
     kr_vm_t *vm = ud;
-    if (!vm->deadline_ns || now_ns() <= vm->deadline_ns)
+    if (!vm->deadline_ns || kr_clock_ns() <= vm->deadline_ns)
         return NULL;
     vm->timed_out = 1;
     return "timeout: handler ran longer than its limit";
@@ -131,7 +129,7 @@ static size_t memory_left(void *ud)
 
 static void deadline_start(kr_vm_t *vm)
 {
-    vm->started_ns = now_ns();
+    vm->started_ns = kr_clock_ns();
     vm->deadline_ns = vm->started_ns + vm->timeout_ms * 1000000;
     vm->timed_out = 0;
 }
@@ -424,6 +422,9 @@ static void open_sandbox(kr_vm_t *vm)
     lua_setglobal(L, "require");
     lua_pushcfunction(L, l_setmetatable);
     lua_setglobal(L, "setmetatable");
+    /* string and table functions whose C loops a count hook cannot see,
+     * bounded by the run's deadline and the cap (strbound.c) */
+    kr_strbound_open(L, deadline_check, vm, memory_left);
     guard_coroutines(vm);
     lock_metatables(L);
     lua_gc(L, LUA_GCGEN, 0, 0);
@@ -567,6 +568,7 @@ static int state_build(kr_vm_t *vm, char *errstr, size_t errsize)
         vm->L = NULL;
         return -1;
     }
+    __atomic_store_n(&vm->has_state, vm->state_ref != LUA_NOREF, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -886,6 +888,26 @@ void kr_vm_abandon(kr_vm_t *vm, kr_run_t *run)
     }
 }
 
+int64_t kr_vm_timeout_ms(const kr_vm_t *vm)
+{
+    return vm->timeout_ms;
+}
+
+const char *kr_vm_name(const kr_vm_t *vm)
+{
+    return vm->name;
+}
+
+void kr_vm_retire(kr_vm_t *vm)
+{
+    vm->retired = 1;
+}
+
+int kr_vm_retired(const kr_vm_t *vm)
+{
+    return vm->retired;
+}
+
 size_t kr_vm_memory(const kr_vm_t *vm)
 {
     return __atomic_load_n(&vm->mem_used, __ATOMIC_RELAXED);
@@ -911,6 +933,11 @@ static int export_entry(lua_State *L)
     const char *text = lua_tolstring(L, -1, &len);
     kr_buf_add(out, text, len);
     return 0;
+}
+
+int kr_vm_has_state(const kr_vm_t *vm)
+{
+    return __atomic_load_n(&vm->has_state, __ATOMIC_RELAXED);
 }
 
 int kr_vm_export_state(kr_vm_t *vm, kr_buf_t *out, char *errstr, size_t errsize)

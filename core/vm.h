@@ -42,9 +42,19 @@ int kr_vm_resume(kr_vm_t *vm, kr_run_t *run, const char *value, size_t len, cons
 void kr_vm_abandon(kr_vm_t *vm, kr_run_t *run);
 /* Files the VM loaded: the handler, then every module it required. */
 const char *const *kr_vm_files(const kr_vm_t *vm, size_t *cnt);
+/* 1 when the handler defines reload_state (any thread). */
+int kr_vm_has_state(const kr_vm_t *vm);
 /* Calls the handler's reload_state() and appends its result as JSON text
  * (NUL-terminated) to out: 1 done, 0 no reload_state, -1 failed. */
 int kr_vm_export_state(kr_vm_t *vm, kr_buf_t *out, char *errstr, size_t errsize);
+/* The route's time limit per run, and its name (fixed for the VM's life:
+ * other threads may read them while it runs). */
+int64_t kr_vm_timeout_ms(const kr_vm_t *vm);
+const char *kr_vm_name(const kr_vm_t *vm);
+/* Marks a VM that an abandoned thread may still be running in: it is
+ * never entered again, only freed (see kr_gen_retire_vm). Router thread. */
+void kr_vm_retire(kr_vm_t *vm);
+int kr_vm_retired(const kr_vm_t *vm);
 /* Bytes currently allocated by the VM. */
 size_t kr_vm_memory(const kr_vm_t *vm);
 void kr_vm_free(kr_vm_t *vm);

@@ -17,8 +17,10 @@ local function lua_dir()
   return src:match("^@(.*)/kroute/testing%.lua$") or "lua"
 end
 
---- A fake consumed message. `value` may be a table (sent as JSON text);
--- `headers` is {name = value | {values}} or {{name, value}, ...}.
+--- A fake consumed message. `value` may be a table (sent as JSON text), or
+-- left out for a tombstone; `headers` is {name = value | {values}} or
+-- {{name, value}, ...}, where json.null (or a missing value in the list
+-- form) is a null header value.
 function testing.message(t)
   assert(type(t) == "table", "testing.message takes a table")
   local m = {}
@@ -45,8 +47,9 @@ local function decode_record(rec)
 end
 
 --- Runs the handler over one message. Returns {ok, error, trace, records,
--- requests} where each record is {topic, key, value, headers = {{name,
--- value}...}, header = {name = first value}, partition} plus a :json()
+-- requests} where each record is {topic, key, value (nil: a null value),
+-- headers = {{name, value}...} (a null header value is json.null),
+-- header = {name = first value}, partition} plus a :json()
 -- helper, and each request {pattern, value, key} is a kroute.request call.
 -- opts.replies scripts the answers to kroute.request: pattern -> value (a
 -- table is sent as JSON, as a NestJS service would) or a function of the

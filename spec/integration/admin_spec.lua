@@ -136,3 +136,158 @@ end
     assert.matches("broker unreachable", body)
   end)
 end)
+
+-- The endpoint's defences: a flood of idle connections, bad --admin
+-- addresses, and the token POST /reload needs when the endpoint is
+-- reachable from the network (or when one is configured).
+describe("admin endpoint hardening", function()
+  local dir
+  local wrappers = 0
+  local http = env.http
+
+  setup(function()
+    dir = env.tmpdir()
+    env.write(dir .. "/r.yaml", [[
+routes:
+  - { name: echo, match: hard.in, handler: echo.lua, to: hard.out }
+]])
+    env.write(dir .. "/echo.lua", "return function(msg) return msg.value end\n")
+  end)
+
+  teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
+
+  -- kroute run with the embedded broker; opts as env.kroute's. `prelude`:
+  -- shell lines run before kroute replaces the shell (limits, environment).
+  local function start(opts, prelude)
+    local bin = env.bin
+    if prelude then
+      wrappers = wrappers + 1 -- kept until teardown: the shell reads it after spawn returns
+      env.bin = env.write(("%s/wrapper%d.sh"):format(dir, wrappers),
+                          ("#!/bin/sh\n%s\nexec '%s' \"$@\"\n"):format(prelude, bin))
+      os.execute("chmod +x '" .. env.bin .. "'")
+    end
+    local r = env.kroute(dir, "embedded", opts)
+    env.bin = bin
+    local url = r:admin_url()
+    assert.is_truthy(url, r:logtext())
+    -- an all-interfaces endpoint is reached through loopback
+    return r, (url:gsub("//0%.0%.0%.0:", "//127.0.0.1:"))
+  end
+
+  local function reloads(url)
+    local status, body = http("GET", url .. "/reload")
+    assert.equal(200, status)
+    return json.decode(body).reloads
+  end
+
+  it("still answers /healthz while 1,100 idle connections are held open", function()
+    -- kroute gets the common default of 1,024 descriptors, which the flood
+    -- would exhaust if every connection were kept
+    local r, url = start(nil, "ulimit -Sn 1024 || exit 99")
+    local flood = env.write(dir .. "/flood.py", [[
+import resource, socket, sys, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+socks, connected = [], 0
+for i in range(n):
+    s = socket.socket()
+    s.settimeout(5)
+    try:
+        s.connect((host, port))
+        connected += 1
+        if i % 2:  # half of them send the start of a request, never its end
+            s.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    except OSError:
+        pass
+    socks.append(s)
+print("connected", connected, flush=True)
+time.sleep(300)
+]])
+    local host, port = url:match("^http://([%d%.]+):(%d+)$")
+    local fpid = ts.spawn({"/usr/bin/python3", flood, host, port, "1100"},
+                          {stdout = dir .. "/flood.out", stderr = dir .. "/flood.out"})
+    local n = env.wait_for(function()
+      return tonumber(env.read(dir .. "/flood.out"):match("connected (%d+)"))
+    end, 60000)
+    local status, body = http("GET", url .. "/healthz", nil, 10)
+    local status2 = http("GET", url .. "/metrics", nil, 10)
+    ts.kill(fpid, "KILL")
+    ts.wait(fpid, 5000)
+    assert.is_truthy(n, env.read(dir .. "/flood.out"))
+    assert.is_true(n >= 1000, "only " .. n .. " connections were made")
+    assert.equal(200, status, r:logtext())
+    assert.equal("ok\n", body)
+    assert.equal(200, status2)
+    assert.is_nil(r:wait_exit(0), "kroute exited:\n" .. r:logtext())
+    assert.equal(0, r:stop())
+    r:cleanup()
+  end)
+
+  it("refuses an --admin address it cannot honour, with exit code 2", function()
+    for _, bad in ipairs{"127.0.0.1:99999", "127.0.0.1:65536", "127.0.0.1:-1",
+                         "127.0.0.1:80x", "127.0.0.1:", ":9464", "[::1:9464"} do
+      local code, out = env.run_cmd({"run", "--brokers", "embedded", "--admin", bad, dir}, 20000)
+      assert.equal(2, code, bad .. ": " .. out)
+      assert.matches("%-%-admin", out)
+      assert.matches(bad:gsub("%p", "%%%0"), out)
+    end
+    local code, out = env.run_cmd({"run", "--brokers", "embedded", "--admin", "127.0.0.1:99999",
+                                   dir}, 20000)
+    assert.equal(2, code)
+    assert.matches("port must be 0 to 65535", out)
+  end)
+
+  it("binds all interfaces only with a warning, and then refuses POST /reload without a token",
+     function()
+    for _, all in ipairs{"0.0.0.0:0", "*:0", "0:0"} do
+      local r, url = start{admin = all}
+      assert.matches("warn .-reachable from the network", r:logtext())
+      assert.equal(200, (http("GET", url .. "/healthz")))
+      local status, body = http("POST", url .. "/reload")
+      assert.equal(403, status, all)
+      assert.matches("KROUTE_ADMIN_TOKEN", body)
+      assert.equal(0, reloads(url))
+      assert.equal(0, r:stop())
+      r:cleanup()
+    end
+  end)
+
+  it("needs the token from --admin-token-file for POST /reload; GETs stay open", function()
+    local file = env.write(dir .. "/token", "s3cret-token\n")
+    local r, url = start{args = {"--admin-token-file", file}}
+    assert.equal(401, (http("POST", url .. "/reload")))
+    assert.equal(401, (http("POST", url .. "/reload", {"Authorization: Bearer wrong"})))
+    assert.equal(401, (http("POST", url .. "/reload", {"Authorization: Bearer s3cret-tokenX"})))
+    assert.equal(401, (http("POST", url .. "/reload", {"Authorization: Bearer s3cret"})))
+    assert.equal(401, (http("POST", url .. "/reload", {"Authorization: Basic s3cret-token"})))
+    assert.equal(0, reloads(url))
+    local status, body = http("POST", url .. "/reload", {"Authorization: Bearer s3cret-token"})
+    assert.equal(200, status, body)
+    assert.is_true(json.decode(body).ok)
+    assert.equal(1, reloads(url))
+    assert.equal(200, (http("GET", url .. "/healthz")))
+    assert.equal(200, (http("GET", url .. "/metrics")))
+    assert.equal(0, r:stop())
+    r:cleanup()
+  end)
+
+  it("takes the token from KROUTE_ADMIN_TOKEN, for an endpoint open to the network", function()
+    local r, url = start({admin = "0.0.0.0:0"}, "export KROUTE_ADMIN_TOKEN=from-env")
+    assert.equal(401, (http("POST", url .. "/reload", {"Authorization: Bearer nope"})))
+    assert.equal(200, (http("POST", url .. "/reload", {"Authorization: Bearer from-env"})))
+    assert.equal(1, reloads(url))
+    assert.equal(0, r:stop())
+    r:cleanup()
+  end)
+
+  it("refuses to start on an unreadable or empty token file", function()
+    local empty = env.write(dir .. "/empty-token", "\n")
+    for _, f in ipairs{dir .. "/no-such-token", empty} do
+      local code, out = env.run_cmd({"run", "--brokers", "embedded", "--admin", "127.0.0.1:0",
+                                     "--admin-token-file", f, dir}, 20000)
+      assert.equal(2, code, out)
+      assert.matches("%-%-admin%-token%-file " .. f:gsub("%p", "%%%0") .. ": ", out)
+    end
+  end)
+end)

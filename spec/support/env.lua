@@ -158,8 +158,12 @@ function Router:admin_url(timeout_ms)
 end
 
 --- An HTTP request to the admin endpoint with curl: status, body.
-function env.http(method, url)
-  local p = assert(io.popen(("curl -s -m 60 -X %s -w '\n%%{http_code}' '%s'"):format(method, url)))
+-- headers: optional list of "Name: value"; timeout_s: default 60.
+function env.http(method, url, headers, timeout_s)
+  local h = ""
+  for _, v in ipairs(headers or {}) do h = h .. " -H '" .. v .. "'" end
+  local p = assert(io.popen(("curl -s -m %d -X %s%s -w '\n%%{http_code}' '%s'")
+    :format(timeout_s or 60, method, h, url)))
   local out = p:read("a")
   p:close()
   local body, status = out:match("^(.*)\n(%d+)$")

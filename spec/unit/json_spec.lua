@@ -313,3 +313,135 @@ describe("json.array", function()
     end
   end)
 end)
+
+-- The codec inside a handler VM, where the route's `memory` cap applies:
+-- whatever the codec builds must count against it and be given back when
+-- an allocation fails.
+describe("json under a VM's memory cap", function()
+  local MiB = 1024 * 1024
+  local dir
+  setup(function()
+    local p = assert(io.popen("mktemp -d /tmp/kroute-json.XXXXXX"))
+    dir = p:read("l")
+    p:close()
+  end)
+  teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
+
+  local function write(name, text)
+    local f = assert(io.open(dir .. "/" .. name, "w"))
+    f:write(text)
+    f:close()
+    return dir .. "/" .. name
+  end
+
+  local function resident_bytes()
+    local f = assert(io.open("/proc/self/statm"))
+    local pages = f:read("a"):match("^%d+ (%d+)")
+    f:close()
+    return tonumber(pages) * 4096
+  end
+
+  it("decoding that runs out of memory leaks nothing", function()
+    local vm = assert(native.vm{handler = write("decode.lua", [[
+return function(msg)
+  local failed = 0
+  for _ = 1, 20 do
+    local ok, err = pcall(msg.json, msg)
+    if not ok and err:match("not enough memory") then failed = failed + 1 end
+  end
+  return tostring(failed)
+end
+]]), to = "out", memory = 2 * MiB, lua_dir = "lua"})
+    -- escapes make the decoder unescape through its scratch buffer: 2 MiB of
+    -- string bytes do not fit next to the rest under a 2 MiB cap
+    local inputs = {'["' .. string.rep("a\\n", MiB) .. '"]',
+                    '{"' .. string.rep("a\\n", MiB) .. '":1}'}
+    collectgarbage()
+    local before = resident_bytes()
+    for _ = 1, 2 do
+      for _, value in ipairs(inputs) do
+        local res = vm:handle{topic = "in", value = value}
+        assert(res.ok, res.error)
+        assert.equal("20", res.records[1].value) -- every decode hit the cap
+      end
+    end
+    -- 80 failed decodes of 2 MiB each: a leak shows as ~160 MiB here
+    local grown = resident_bytes() - before
+    assert.is_true(grown < 32 * MiB, ("resident memory grew by %d bytes"):format(grown))
+    vm:close()
+  end)
+
+  -- Encoding a shared table repeats it: small in Lua, huge as text. These
+  -- run in a child process with its address space limited to 1 GiB, so an
+  -- encoder that grows outside the cap dies there instead of eating the
+  -- machine; under the cap each one is an ordinary memory error.
+  local handler = [[
+local kroute = require "kroute"
+local function value(which)
+  if which == "shared" then -- 600 references to one 4 MiB string
+    local s, t = string.rep("x", 4 * 1024 * 1024), {}
+    for i = 1, 600 do t[i] = s end
+    return t
+  end
+  local t = {} -- a tree of 2^40 leaves, 40 tables in Lua
+  for _ = 1, 40 do t = {t, t} end
+  return t
+end
+return {
+  handle = function(msg)
+    local which, how = msg.value:match("(%a+) (%a+)")
+    if how == "return" then return value(which) end
+    local ok, err = pcall(kroute.json.encode, value(which))
+    return kroute.json.encode{ok = ok, err = tostring(err)}
+  end,
+  reload_state = function() return value("tree") end,
+}
+]]
+
+  local function isolated(value)
+    local script = write("run.lua", ([[
+local native = require "kroute.native"
+local vm = assert(native.vm{handler = %q, to = "out", memory = 16 * 1024 * 1024,
+                            lua_dir = "lua"})
+local out = {}
+if %q == "state" then
+  out.state, out.err = vm:export_state()
+else
+  local res = vm:handle{topic = "in", value = %q}
+  out.ok, out.err = res.ok, res.error
+  out.value = res.records[1] and res.records[1].value
+end
+print("RESULT " .. native.json.encode(out))
+]]):format(write("encode.lua", handler), value, value))
+    local cmd = ("ulimit -v 1048576; LUA_CPATH='%s' timeout 60 lua5.4 %s 2>&1")
+                :format(package.cpath, script)
+    local p = assert(io.popen(cmd))
+    local text = p:read("a")
+    p:close()
+    local result = text:match("RESULT (%b{})")
+    assert(result, "the child process died: " .. text)
+    return json.decode(result)
+  end
+
+  for _, which in ipairs{"shared", "tree"} do
+    it("kroute.json.encode of a " .. which .. " table fails with a memory error", function()
+      local out = isolated(which .. " encode")
+      assert(out.ok, out.err)
+      local v = json.decode(out.value)
+      assert.is_false(v.ok)
+      assert.equal("not enough memory", v.err)
+    end)
+
+    it("returning a " .. which .. " table fails the run on the cap", function()
+      local out = isolated(which .. " return")
+      assert.is_false(out.ok)
+      assert.matches("out of memory", out.err)
+    end)
+  end
+
+  it("a reload_state() too big for the cap fails like any memory error", function()
+    local out = isolated("state")
+    assert.is_nil(out.state)
+    assert.matches("not enough memory %(in reload_state%)", out.err)
+  end)
+end)
