@@ -2,7 +2,8 @@
  * A config is built once per load (start, check, later reload) and never
  * mutated afterwards; everything the runtime needs is resolved here:
  * ${VAR} expansion, handler paths, durations, sizes, patterns, and the
- * librdkafka properties (rejected now if librdkafka does not know them). */
+ * librdkafka properties (only those on an allow-list, checked against
+ * librdkafka now; none that load or run code). */
 #ifndef KR_CONFIG_H
 #define KR_CONFIG_H
 
@@ -61,6 +62,12 @@ typedef struct kr_config {
  * "file:line:col: message" lines to `errs` on any problem. */
 kr_config_t *kr_config_load(const char *const *paths, size_t path_cnt, kr_errors_t *errs);
 void kr_config_free(kr_config_t *cfg);
+
+/* 0 if a route file may set librdkafka property name=value, else -1 with
+ * errstr saying why (kroute manages it, it runs code, it is not on the
+ * allow-list, librdkafka does not know it, or the value is refused).
+ * Never loads or runs anything. */
+int kr_config_prop_check(const char *name, const char *value, char *errstr, size_t errsize);
 
 /* Parse "200ms", "5s", "1m", "2h" or bare milliseconds; -1 if malformed. */
 int64_t kr_config_parse_duration(const char *s);

@@ -24,8 +24,13 @@ int kr_kafkaconf_apply(rd_kafka_conf_t *conf, const char *const *defaults,
     for (const char *const *d = defaults; d && d[0]; d += 2)
         if (set_one(conf, d[0], d[1], errstr, errsize) < 0)
             return -1;
-    for (size_t i = 0; props && i < props->cnt; i++)
-        if (set_one(conf, props->v[i].name, props->v[i].value, errstr, errsize) < 0)
+    for (size_t i = 0; props && i < props->cnt; i++) {
+        /* checked when the route file was read; checked again so no other
+         * way of filling `props` can hand librdkafka a property that loads
+         * or runs code */
+        if (kr_config_prop_check(props->v[i].name, props->v[i].value, errstr, errsize) < 0 ||
+            set_one(conf, props->v[i].name, props->v[i].value, errstr, errsize) < 0)
             return -1;
+    }
     return 0;
 }

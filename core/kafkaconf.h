@@ -9,7 +9,8 @@
 #include "config.h"
 
 /* Sets name=value pairs from a NULL-terminated {name, value, ...} list then
- * `props`. Returns 0, or -1 with errstr naming the property. */
+ * `props`, each of which must pass kr_config_prop_check(). Returns 0, or -1
+ * with errstr naming the property. */
 int kr_kafkaconf_apply(rd_kafka_conf_t *conf, const char *const *defaults,
                        const kr_props_t *props, char *errstr, size_t errsize);
 

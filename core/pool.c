@@ -60,6 +60,25 @@ static void post_done(kr_pool_t *p, kr_job_t *job)
     }
 }
 
+/* Hands back `job` and, when the rest of its batch is still at the head
+ * of t's queue, that rest as KR_JOB_SKIPPED (a batch never runs a message
+ * ahead of one that did not end OK). Under p->mu. */
+static void post_with_rest(kr_pool_t *p, thread_t *t, kr_job_t *job, int skip_rest)
+{
+    kr_job_t *rest = skip_rest && job->next && t->head == job->next ? job->next : NULL;
+    if (rest) {
+        t->head = rest->qnext;
+        if (!t->head)
+            t->tail = NULL;
+    }
+    post_done(p, job);
+    for (kr_job_t *j = rest, *nx; j; j = nx) {
+        nx = j->next;
+        j->rc = KR_JOB_SKIPPED;
+        post_done(p, j);
+    }
+}
+
 static thread_t *thread_start(kr_pool_t *p, int index)
 {
     thread_t *t = calloc(1, sizeof(*t));
@@ -151,19 +170,8 @@ static void *thread_main(void *arg)
         if (zombie_vm(p, job->vm)) {
             /* queued before the router replaced the VM an abandoned thread
              * still runs in: handed back, to be run again in the new one */
-            kr_job_t *rest = t->head == job->next && job->next ? job->next : NULL;
-            if (rest) {
-                t->head = rest->qnext;
-                if (!t->head)
-                    t->tail = NULL;
-            }
             job->rc = KR_JOB_SKIPPED;
-            post_done(p, job);
-            for (kr_job_t *j = rest, *nx; j; j = nx) {
-                nx = j->next;
-                j->rc = KR_JOB_SKIPPED;
-                post_done(p, j);
-            }
+            post_with_rest(p, t, job, 1);
             continue;
         }
         int64_t start = kr_clock_ms();
@@ -190,21 +198,7 @@ static void *thread_main(void *arg)
         t->current = NULL;
         job->rc = rc;
         job->seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-        kr_job_t *rest = t->head == job->next && job->next ? job->next : NULL;
-        if (rc != KR_VM_OK && rest) {
-            /* the rest of its batch must not run ahead of it */
-            t->head = rest->qnext;
-            if (!t->head)
-                t->tail = NULL;
-            post_done(p, job);
-            for (kr_job_t *j = rest, *nx; j; j = nx) {
-                nx = j->next;
-                j->rc = KR_JOB_SKIPPED;
-                post_done(p, j);
-            }
-        } else {
-            post_done(p, job);
-        }
+        post_with_rest(p, t, job, rc != KR_VM_OK);
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
@@ -224,21 +218,14 @@ static void abandon(kr_pool_t *p, int i)
     t->abandoned = 1;
     t->current = NULL;
     thread_t *fresh = thread_start(p, i);
-    /* the batch the job came from: what followed it is still at the head */
-    kr_job_t *rest = t->head && t->head == job->next ? t->head : NULL;
-    fresh->calls = t->calls;
-    fresh->calls_tail = t->calls_tail;
-    fresh->head = rest ? rest->qnext : t->head;
-    fresh->tail = fresh->head ? t->tail : NULL;
-    t->calls = t->calls_tail = t->head = t->tail = NULL;
     job->rc = KR_JOB_WEDGED;
     job->seconds = (double)(kr_clock_ms() - t->started_ms) / 1000.0;
-    post_done(p, job);
-    for (kr_job_t *j = rest, *nx; j; j = nx) {
-        nx = j->next;
-        j->rc = KR_JOB_SKIPPED;
-        post_done(p, j);
-    }
+    post_with_rest(p, t, job, 1); /* the rest of its batch: not ahead of it */
+    fresh->calls = t->calls;
+    fresh->calls_tail = t->calls_tail;
+    fresh->head = t->head;
+    fresh->tail = t->tail;
+    t->calls = t->calls_tail = t->head = t->tail = NULL;
     t->znext = p->zombies;
     p->zombies = t;
     p->threads[i] = fresh;

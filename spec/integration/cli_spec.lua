@@ -77,6 +77,85 @@ describe("kroute check", function()
   end)
 end)
 
+-- A route change is reviewed in CI with `kroute check` (and drawn with
+-- `kroute graph`) before it runs: neither may crash, hang, run code or show
+-- a file the change points at.
+describe("kroute check on an untrusted route change", function()
+  local q = function(s) return (s:gsub("%p", "%%%0")) end
+
+  it("refuses a backreference in a /regex/ instead of crashing in glibc", function()
+    handler("re/h.lua")
+    local f = env.write(dir .. "/re/r.yaml",
+      "routes:\n  - { name: a, match: /(a*)(\\1\\1)*/, handler: h.lua, to: payment.done }\n")
+    local code, out = env.run_cmd{"check", f}
+    assert.equal(2, code, out) -- 139 (SIGSEGV) before
+    assert.matches(q(f) .. ":2:23: invalid regex /%(a%*%)%(\\1\\1%)%*/: backreferences like "
+                   .. "\\1 are not supported", out)
+  end)
+
+  it("never loads a plugin library or runs a kinit command: check, graph, run", function()
+    local d = dir .. "/plugin"
+    handler("plugin/h.lua")
+    -- a library that leaves a mark when it is loaded
+    env.write(d .. "/evil.c", ('#include <stdio.h>\n__attribute__((constructor)) static void '
+      .. 'mark(void) { fclose(fopen("%s/loaded", "w")); }\n'):format(d))
+    assert(os.execute(("cc -shared -fPIC -o '%s/evil.so' '%s/evil.c'"):format(d, d)))
+    local f = env.write(d .. "/r.yaml", table.concat({
+      "kafka:",
+      "  consumer: { plugin.library.paths: " .. d .. "/evil.so }",
+      "  producer: { sasl.kerberos.kinit.cmd: touch " .. d .. "/kinit-ran }",
+      "routes:",
+      "  - { name: a, match: in, handler: h.lua, to: out }",
+    }, "\n") .. "\n")
+    for _, cmd in ipairs{"check", "graph", "run"} do
+      local code, out = env.run_cmd{cmd, f}
+      assert.equal(2, code, out)
+      assert.matches(q(f) .. ":2:15: kafka.consumer: librdkafka property 'plugin.library.paths' "
+                     .. "loads or runs code and is not allowed in route files", out)
+      assert.matches(q(f) .. ":3:15: kafka.producer: librdkafka property "
+                     .. "'sasl.kerberos.kinit.cmd' loads or runs code", out)
+      assert.is_nil(io.open(d .. "/loaded"), cmd .. " loaded the plugin")
+      assert.is_nil(io.open(d .. "/kinit-ran"), cmd .. " ran the kinit command")
+    end
+  end)
+
+  it("refuses a FIFO as a route file or a handler instead of waiting for a writer", function()
+    local d = dir .. "/fifo"
+    handler("fifo/h.lua")
+    assert(os.execute(("mkfifo '%s/a.yaml' '%s/f.lua'"):format(d, d)))
+    local code, out = env.run_cmd({"check", d}, 10000) -- blocked forever before
+    assert.equal(2, code, out)
+    assert.matches(q(d) .. "/a%.yaml:1:1: not a regular file", out)
+    os.remove(d .. "/a.yaml")
+    local f = env.write(d .. "/b.yaml", "routes:\n  - { name: a, match: in, handler: f.lua }\n")
+    code, out = env.run_cmd({"check", d}, 10000)
+    assert.equal(2, code, out)
+    assert.matches(q(f) .. ":2:36: handler file '" .. q(d) .. "/f%.lua' is not a regular file",
+                   out)
+  end)
+
+  it("keeps handlers in the route file's folder and never shows another file", function()
+    env.write(dir .. "/secret.txt", "hunter2 hunter3\n")
+    local f = env.write(dir .. "/peek/r.yaml",
+      "routes:\n  - { name: a, match: in, handler: ../secret.txt }\n")
+    local code, out = env.run_cmd{"check", f}
+    assert.equal(2, code, out)
+    assert.matches(q(f) .. ":2:36: handler file '[^']*/peek/%.%./secret%.txt' is outside "
+                   .. "[^,]*/peek, the folder handlers must be in", out)
+    assert.is_nil(out:find("hunter", 1, true), out) -- the Lua parser quoted it before
+  end)
+
+  it("shows the ${VAR}, not the secret it holds, in an error", function()
+    handler("h.lua")
+    local f = env.write(dir .. "/secret.yaml", "routes:\n  - { name: a, match: in, "
+                        .. "handler: h.lua, to: out, memory: \"${HOME}\" }\n")
+    local code, out = env.run_cmd{"check", f}
+    assert.equal(2, code, out)
+    assert.matches("got '%${HOME}'", out)
+    assert.is_nil(out:find(os.getenv("HOME") .. "'", 1, true))
+  end)
+end)
+
 describe("kroute run", function()
   it("exits 2 with file:line:col on a bad route file, before touching Kafka", function()
     local f = env.write(dir .. "/bad5.yaml", "routes:\n  - name: a\n    match: in\n    handler: nope.lua\n    to: out\n")

@@ -17,6 +17,7 @@ routes:
     requests: [sum, nobody]
 ]])
   env.write(dir .. "/timeout-caller/r.yaml", env.fast_kafka .. [[
+handler_root: ..
 routes:
   - name: caller
     match: timeout-calls
@@ -25,6 +26,7 @@ routes:
     requests: [nobody]
 ]])
   env.write(dir .. "/keyed-caller/r.yaml", env.fast_kafka .. [[
+handler_root: ..
 routes:
   - name: caller
     match: keyed-calls

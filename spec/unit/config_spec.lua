@@ -75,7 +75,9 @@ describe("route files that load", function()
       assert.equal(200, ranking.timeout_ms)        -- 200ms
       assert.equal(32 * 1024 * 1024, ranking.memory) -- 32MiB
       assert.equal(512 * 1024, ranking.max_input)   -- 512KiB
-      assert.equal(1000000000 // 8, lists.max_input) -- an eighth of memory by default
+      -- an eighth of memory by default, but no more than the producer sends:
+      -- message.max.bytes (librdkafka's 1000000) less 64 KiB for headers
+      assert.equal(1000000 - 65536, lists.max_input)
       assert.equal(60000, lists.timeout_ms)        -- 1m
       assert.equal(1000000000, lists.memory)       -- 1GB (decimal)
     end)
@@ -138,7 +140,7 @@ describe("route files that load", function()
       assert.equal(5000, r.max_backoff_ms)
       assert.equal(5000, r.timeout_ms)
       assert.equal(64 * 1024 * 1024, r.memory)
-      assert.equal(8 * 1024 * 1024, r.max_input)
+      assert.equal(1000000 - 65536, r.max_input) -- message.max.bytes less 64 KiB
       assert.is_nil(r.dlq) -- "<topic>.dlq"
       assert.is_nil(r.to)
       assert.equal(F .. "/minimal.yaml:2:5", r.where)
@@ -163,8 +165,7 @@ describe("route files that load", function()
 
     it("substitutes set variables", function()
       assert.truthy(os.getenv("HOME") and os.getenv("PATH"))
-      assert.equal("home" .. os.getenv("HOME"), r.to)
-      assert.equal(os.getenv("PATH"), r.group)
+      assert.equal("home" .. os.getenv("HOME") .. ":" .. os.getenv("PATH"), r.group)
     end)
   end)
 
@@ -189,6 +190,30 @@ describe("route files that load", function()
     it("resolves handlers against each file's folder", function()
       assert.equal(F .. "/folder/../handlers/noop.lua", route(cfg, "orders").handler)
     end)
+  end)
+
+  it("caps the default max_input by kafka.producer's message.max.bytes, from any file",
+     function()
+    local dir = io.popen("mktemp -d /tmp/kroute-config.XXXXXX"):read("l")
+    local function write(name, text)
+      local f = assert(io.open(dir .. "/" .. name, "w"))
+      f:write(text)
+      f:close()
+    end
+    write("h.lua", "return function(msg) return msg.value end\n")
+    write("a-routes.yaml", [[
+routes:
+  - { name: big, match: big.in, handler: h.lua, memory: 1GB }
+  - { name: small, match: small.in, handler: h.lua, memory: 8MiB }
+  - { name: explicit, match: e.in, handler: h.lua, max_input: 2MiB }
+]])
+    -- read after the routes: the default is settled once every file is in
+    write("b-kafka.yaml", "kafka:\n  producer: { message.max.bytes: 3000000 }\n")
+    local cfg = load_ok(dir)
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.equal(3000000 - 65536, route(cfg, "big").max_input)
+    assert.equal(1024 * 1024, route(cfg, "small").max_input) -- an eighth of memory
+    assert.equal(2 * 1024 * 1024, route(cfg, "explicit").max_input)
   end)
 
   it("loads several paths given together", function()
@@ -219,7 +244,8 @@ describe("route files that are rejected", function()
         .. "consumer, producer)",
       f .. ":8:27: unknown key 'jitter' in retry (expected one of: attempts, backoff, "
         .. "max_backoff)",
-      f .. ":9:1: unknown key 'version' in the route file (expected one of: kafka, routes)",
+      f .. ":9:1: unknown key 'version' in the route file (expected one of: kafka, routes, "
+        .. "handler_root)",
     }, load_bad(f))
   end)
 
@@ -419,5 +445,193 @@ describe("route files that are rejected", function()
     assert.equal(2, #errs)
     assert.matches("unknown_route_key%.yaml:5:5: ", errs[1])
     assert.equal(b .. ":1:1: empty route file", errs[2])
+  end)
+end)
+
+-- A route change is reviewed with `kroute check` before it runs: reading a
+-- route file must never run code, read files it was not meant to, hang,
+-- take long, or show a secret.
+describe("route files from an untrusted change", function()
+  local dir
+  before_each(function() -- symlinks resolved, as kroute shows handler roots
+    dir = io.popen('cd "$(mktemp -d /tmp/kroute-config.XXXXXX)" && pwd -P'):read("l")
+  end)
+  after_each(function() os.execute("rm -rf '" .. dir .. "'") end)
+
+  local function write(name, text)
+    local f = assert(io.open(dir .. "/" .. name, "wb"))
+    f:write(text)
+    f:close()
+    return dir .. "/" .. name
+  end
+
+  local ROUTE = "routes:\n  - { name: a, match: in, handler: h.lua }\n"
+
+  it("refuses librdkafka properties that load or run code, and any not allowed", function()
+    local f = BAD .. "/kafka_code_props.yaml"
+    assert.same({
+      f .. ":3:5: kafka.consumer: librdkafka property 'plugin.library.paths' loads or runs "
+        .. "code and is not allowed in route files",
+      f .. ":4:5: kafka.consumer: librdkafka property 'statistics.interval.ms' is not allowed "
+        .. "in route files (the README lists those that are, under Route files)",
+      f .. ":7:5: kafka.producer: librdkafka property 'sasl.kerberos.kinit.cmd' loads or runs "
+        .. "code and is not allowed in route files",
+      f .. ":8:30: kafka.producer.sasl.kerberos.principal: may only hold letters, digits and "
+        .. ". _ - / @ + = : , (librdkafka pastes it into a shell command)",
+      f .. ":9:5: kafka.producer: librdkafka property 'ssl.engine.location' loads or runs "
+        .. "code and is not allowed in route files",
+    }, load_bad(f)) -- ssl.ca.location (a file to read) is allowed
+  end)
+
+  it("never loads a plugin library while checking (the error is ours, not dlopen's)",
+     function()
+    write("h.lua", "return function() end\n")
+    local f = write("r.yaml", "kafka:\n  producer: { plugin.library.paths: " .. dir
+                    .. "/nope.so }\n" .. ROUTE)
+    local errs = load_bad(f)
+    assert.equal(1, #errs)
+    assert.matches("loads or runs code", errs[1])
+    assert.is_nil(errs[1]:match("nope%.so")) -- dlopen's message would name the library
+  end)
+
+  it("rejects invalid Kafka topic names in match, to, dlq, emits and requests", function()
+    local f = BAD .. "/topics.yaml"
+    local rule = " is not a valid Kafka topic name (1 to 249 characters of a-z, A-Z, 0-9, "
+                 .. "'.', '_' and '-'; not '.' or '..')"
+    assert.same({
+      f .. ":3:23: match 'bad topic'" .. rule,
+      f .. ":5:9: to 'out/put'" .. rule,
+      f .. ":6:10: dlq '..'" .. rule,
+      f .. ":7:19: emits 'x$y'" .. rule,
+      f .. ":8:16: requests is empty",
+      f .. ":8:20: requests 'a:b'" .. rule,
+    }, load_bad(f))
+    write("h.lua", "return function() end\n")
+    local long = write("long.yaml", ROUTE:gsub("match: in", "match: " .. ("t"):rep(250)))
+    assert.matches("long%.yaml:2:23: match 't+' is not a valid Kafka topic name",
+                   load_bad(long)[1])
+  end)
+
+  it("reports bad UTF-8 at the line and column of the bad byte", function()
+    local f = BAD .. "/bad_utf8.yaml"
+    -- line 5 is `    to: "caét<0xff>"`: the é is one column
+    assert.same({f .. ":5:14: invalid leading UTF-8 octet"}, load_bad(f))
+  end)
+
+  it("keeps handlers under the route file's folder, symlinks resolved", function()
+    local d = BAD .. "/outside"
+    local errs = load_bad(d .. "/escape.yaml")
+    assert.equal(2, #errs, table.concat(errs, "\n"))
+    local real = errs[1]:match("is outside (.-), the folder")
+    assert.truthy(real, errs[1])
+    assert.equal(d .. "/escape.yaml:4:14: handler file '" .. d .. "/../../handlers/noop.lua' "
+                 .. "is outside " .. real .. ", the folder handlers must be in (move it there, "
+                 .. "or set `handler_root:` in the route file)", errs[1])
+    assert.equal(d .. "/escape.yaml:7:14: handler file '" .. d .. "/inner/link.lua' is outside "
+                 .. real .. ", the folder handlers must be in (move it there, or set "
+                 .. "`handler_root:` in the route file)", errs[2])
+    assert.matches("/outside$", real)
+  end)
+
+  it("lets `handler_root:` widen the folder handlers may come from", function()
+    local cfg = load_ok(BAD .. "/outside/widened.yaml")
+    assert.equal(BAD .. "/outside/../../handlers/noop.lua", route(cfg, "up").handler)
+  end)
+
+  it("never shows a file outside the folder, even one that does not parse as Lua", function()
+    os.execute("mkdir '" .. dir .. "/routes'")
+    write("passwd", "root:x:0:0:root:/root:/bin/bash\n")
+    local f = write("routes/r.yaml", ROUTE:gsub("h%.lua", "../passwd"))
+    local errs = load_bad(f)
+    assert.equal(1, #errs)
+    assert.equal(f .. ":2:36: handler file '" .. dir .. "/routes/../passwd' is outside "
+                 .. dir .. "/routes, the folder handlers must be in (move it there, or set "
+                 .. "`handler_root:` in the route file)", errs[1])
+  end)
+
+  it("refuses a FIFO, device or folder as a route file or handler, without blocking",
+     function()
+    assert(os.execute("mkfifo '" .. dir .. "/fifo.yaml' '" .. dir .. "/fifo.lua'"))
+    os.execute("mkdir '" .. dir .. "/dir.lua'")
+    -- a FIFO nobody writes to: opening it to read would block forever
+    assert.same({dir .. "/fifo.yaml:1:1: not a regular file (a FIFO, device or folder cannot "
+                 .. "be a route file)"}, load_bad(dir .. "/fifo.yaml"))
+    local f = write("r.yaml", "routes:\n  - { name: a, match: in, handler: fifo.lua }\n"
+                    .. "  - { name: b, match: in2, handler: dir.lua }\n")
+    assert.same({f .. ":2:36: handler file '" .. dir .. "/fifo.lua' is not a regular file",
+                 f .. ":3:37: handler file '" .. dir .. "/dir.lua' is not a regular file"},
+                load_bad(f))
+    -- and in a folder scan: a FIFO named like a route file is refused too
+    os.remove(f)
+    write("h.lua", "return function() end\n")
+    write("ok.yaml", ROUTE)
+    assert.same({dir .. "/fifo.yaml:1:1: not a regular file (a FIFO, device or folder cannot "
+                 .. "be a route file)"}, load_bad(dir))
+  end)
+
+  it("names the variable, never its value, in an error about an expanded value", function()
+    local home = assert(os.getenv("HOME"))
+    write("h.lua", "return function() end\n")
+    local f = write("r.yaml", table.concat({
+      "routes:",
+      "  - name: a",
+      "    match: in",
+      "    handler: h.lua",
+      "    memory: ${HOME}",
+      "    timeout: x${HOME}",
+      "    to: ${HOME}",
+      "  - name: b",
+      "    match: /${HOME}(/",
+      "    handler: h.lua",
+    }, "\n") .. "\n")
+    local errs = load_bad(f)
+    assert.equal(4, #errs, table.concat(errs, "\n"))
+    for _, e in ipairs(errs) do
+      assert.is_nil(e:find(home, 1, true), e)
+    end
+    assert.equal(f .. ":5:13: memory must be a size of at least 1MiB like 64MiB, got "
+                 .. "'${HOME}'", errs[1])
+    assert.equal(f .. ":9:12: match '/${HOME}(/' is not a valid topic pattern", errs[4])
+  end)
+
+  it("bounds nesting depth instead of taking seconds on 100k `[`", function()
+    local f = write("deep.yaml", "routes: " .. ("["):rep(100000) .. ("]"):rep(100000) .. "\n")
+    local t0 = os.clock()
+    assert.same({f .. ":1:72: nested more than 64 levels deep"}, load_bad(f))
+    assert.is_true(os.clock() - t0 < 5) -- 21 s before the bound
+  end)
+
+  it("checks duplicate keys in linear time (80k keys in one mapping)", function()
+    write("h.lua", "return function() end\n")
+    -- 80k unknown librdkafka properties: each is also looked up once
+    local lines = {"kafka:", "  consumer:"}
+    for i = 1, 80000 do lines[#lines + 1] = ("    k%d: 1"):format(i) end
+    lines[#lines + 1] = "    k7: 2"
+    local f = write("wide.yaml", table.concat(lines, "\n") .. "\n" .. ROUTE)
+    local t0 = os.clock()
+    local errs = load_bad(f)
+    assert.is_true(os.clock() - t0 < 5) -- 18 s with the pairwise check
+    assert.equal(f .. ":80003:5: duplicate key 'k7' (first at line 9)", errs[1])
+    assert.equal(80001 + 1, #errs) -- and each name is unknown
+  end)
+
+  it("refuses aliases that expand a small file into a huge one", function()
+    local lines = {"a: &a [x, x, x, x, x, x, x, x, x, x]"}
+    for i = 2, 9 do
+      lines[i] = ("%s: &%s [%s]"):format(string.char(96 + i), string.char(96 + i),
+                                         ("*" .. string.char(95 + i) .. ", "):rep(10):sub(1, -3))
+    end
+    lines[#lines + 1] = "routes: *i"
+    local f = write("bomb.yaml", table.concat(lines, "\n") .. "\n")
+    local t0 = os.clock()
+    assert.same({f .. ":1:1: its aliases (*name) expand it to more than twice its size"},
+                load_bad(f))
+    assert.is_true(os.clock() - t0 < 5)
+    -- an anchor used a few times is fine
+    write("h.lua", "return function() end\n")
+    local ok = write("anchors.yaml", "routes:\n  - { name: a, match: in, handler: h.lua, "
+                     .. "retry: &r { attempts: 5 } }\n  - { name: b, match: in2, handler: h.lua, "
+                     .. "retry: *r }\n")
+    assert.equal(5, route(load_ok(ok), "b").attempts)
   end)
 end)

@@ -163,3 +163,58 @@ describe("malformed patterns", function()
     check("/abc", {"/abc"}, {"abc"})
   end)
 end)
+
+-- glibc's regex engine (kroute's matcher, and librdkafka's for the
+-- subscription) recurses without bound on backreferences and copies a
+-- counted repetition's atom that many times: such regexes are refused when
+-- the route file is read, never matched.
+describe("regexes the matcher cannot bound", function()
+  local function refused(re, why)
+    local ok, err = native.match(re, "payment.completed")
+    assert.is_nil(ok, re .. " should be refused")
+    assert.equal("invalid regex " .. re .. ": " .. why, err)
+  end
+
+  it("refuse backreferences, which crash glibc's matcher", function()
+    refused("/(|)(\\1\\1)*/", "an empty alternative (write (x)? instead of (x|))")
+    refused("/(a)(\\1\\1)*/", "backreferences like \\1 are not supported")
+    refused("/^(x)\\1$/", "backreferences like \\1 are not supported")
+  end)
+
+  it("refuse GNU escapes that librdkafka may read differently", function()
+    refused("/\\w+/", "a backslash may only escape punctuation (no \\w, \\b, \\< ...)")
+    refused("/\\<order/", "a backslash may only escape punctuation (no \\w, \\b, \\< ...)")
+  end)
+
+  it("refuse huge and nested repetition counts", function()
+    refused("/((a{1000}){1000}){1000}/", "a repetition count is above 256")
+    refused("/((a{100}){100}){100}/", "too complex: it expands to more than 256 atoms "
+            .. "(every {n,m} copies what it repeats)")
+    refused("/[a-z]{0,200}[a-z]{0,200}/", "too complex: it expands to more than 256 atoms "
+            .. "(every {n,m} copies what it repeats)")
+  end)
+
+  it("refuse deep nesting and very long regexes", function()
+    refused("/" .. ("("):rep(9) .. "a" .. (")"):rep(9) .. "/", "groups are nested more than 8 deep")
+    refused("/" .. ("a"):rep(257) .. "/", "longer than 256 characters")
+    local ok, err = native.match(("a"):rep(513), "x")
+    assert.is_nil(ok)
+    assert.equal("topic pattern is longer than 512 characters", err)
+  end)
+
+  it("refuse what has nothing to repeat, unbalanced groups and classes", function()
+    refused("/a**/", "two repetitions in a row (write (a+)* or a single one)")
+    refused("/^*a/", "an anchor (^ or $) cannot be repeated")
+    refused("/(a|b))/", "unmatched )")
+    refused("/[[:alpha:]]/", "[:class:], [=x=] and [.x.] are not supported inside [...]")
+    refused("/a{2,1}/", "malformed repetition {n,m}")
+  end)
+
+  it("still take the usual topic regexes, with the same topics", function()
+    check("/^orders\\.(eu|us)\\.[a-z0-9_-]{1,200}$/", {"orders.eu.x1", "orders.us.a-b"},
+          {"orders.de.x", "orders.eu."})
+    check("/^(team\\.[a-z]+\\.)?events$/", {"events", "team.a.events"}, {"team.events"})
+    check("/[.]v[0-9]+$/", {"users.v2"}, {"users.v"})
+    check("/^a{2}b{1,3}$/", {"aab", "aabbb"}, {"ab", "aabbbb"})
+  end)
+end)
