@@ -56,6 +56,7 @@ struct kr_admin {
     int loopback; /* bound to loopback only */
     pthread_mutex_t mu;
     job_t *queue; /* suspended, waiting for the router thread */
+    job_t *held;  /* ...and those its handler held (router thread only) */
     int stopping;
     conn_t *conns, *conns_tail;
     size_t open; /* connections not evicted */
@@ -441,17 +442,30 @@ size_t kr_admin_serve(kr_admin_t *a, kr_admin_handler_t handler, void *ctx)
     if (!a)
         return 0;
     size_t n = 0;
+    job_t *held = a->held;
+    a->held = NULL;
     for (;;) {
-        pthread_mutex_lock(&a->mu);
-        job_t *j = a->queue;
-        if (j)
-            a->queue = j->next;
-        pthread_mutex_unlock(&a->mu);
+        job_t *j = held;
+        int again = j != NULL;
+        if (j) {
+            held = j->next;
+        } else {
+            pthread_mutex_lock(&a->mu);
+            j = a->queue;
+            if (j)
+                a->queue = j->next;
+            pthread_mutex_unlock(&a->mu);
+        }
         if (!j)
             return n;
-        /* the handler may take long (a reload): other requests keep
-         * queueing meanwhile */
-        j->status = handler(ctx, j->method, j->path, &j->body, &j->content_type);
+        /* the handler may take long (building a reload): other requests
+         * keep queueing meanwhile */
+        j->status = handler(ctx, j->method, j->path, again, &j->body, &j->content_type);
+        if (j->status == KR_ADMIN_LATER) {
+            j->next = a->held;
+            a->held = j;
+            continue;
+        }
         answer(j);
         n++;
     }
@@ -466,6 +480,12 @@ void kr_admin_stop(kr_admin_t *a)
     job_t *q = a->queue;
     a->queue = NULL;
     pthread_mutex_unlock(&a->mu);
+    while (a->held) { /* held ones are answered the same way */
+        job_t *h = a->held;
+        a->held = h->next;
+        h->next = q;
+        q = h;
+    }
     /* MHD must not be stopped with a connection suspended */
     while (q) {
         job_t *next = q->next;

@@ -24,8 +24,11 @@
 typedef struct kr_admin kr_admin_t;
 
 /* Answers one request on the router's thread: fills body, sets
- * *content_type, returns the HTTP status. */
-typedef int (*kr_admin_handler_t)(void *ctx, const char *method, const char *path,
+ * *content_type, returns the HTTP status - or KR_ADMIN_LATER to hold the
+ * request (say, a reload still waiting on the workers): it is asked again,
+ * with `again` set, at every later kr_admin_serve until it answers. */
+#define KR_ADMIN_LATER 0
+typedef int (*kr_admin_handler_t)(void *ctx, const char *method, const char *path, int again,
                                   kr_buf_t *body, const char **content_type);
 
 /* Listens on "HOST:PORT": a numeric address or a name, `*` for every IPv4
@@ -39,7 +42,8 @@ kr_admin_t *kr_admin_start(const char *hostport, const char *token_file, int wak
                            size_t errsize);
 /* "http://HOST:PORT" actually bound. */
 const char *kr_admin_url(const kr_admin_t *a);
-/* Answers every queued request with `handler`; returns how many. */
+/* Answers every queued (and held) request with `handler`; returns how
+ * many were answered. */
 size_t kr_admin_serve(kr_admin_t *a, kr_admin_handler_t handler, void *ctx);
 /* Answers what is still queued with 503 and stops listening. */
 void kr_admin_stop(kr_admin_t *a);

@@ -6,72 +6,96 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* A reload's state export: reload_state() runs in the previous VMs on the
- * threads that own them, queued ahead of their batches, so a reload never
- * enters a VM a thread is running; it waits for at most the run in
- * progress there (bounded by the deadline and the pool's watchdog). */
+ * threads that own them, queued ahead of their waiting runs, so a reload
+ * never enters a VM a thread is running, and the router never waits: it
+ * polls kr_gen_export_done() and builds once every call is back. */
 typedef struct export_call {
     kr_job_t job;
+    kr_gen_export_t *x;
     const kr_worker_t *w;
     const kr_config_t *cfg;
-    kr_pool_t *pool;
     kr_worker_states_t states;
-    pthread_mutex_t *mu;
-    pthread_cond_t *cv;
-    int *left;
 } export_call_t;
+
+struct kr_gen_export {
+    pthread_mutex_t mu;
+    int left;               /* calls not finished (under mu) */
+    int n;
+    export_call_t *calls;   /* by previous worker index */
+    kr_pool_t *pool;
+    int wake_fd;
+};
 
 static int vm_abandoned(const kr_vm_t *vm, void *ud)
 {
-    return kr_pool_vm_abandoned(ud, vm);
+    return ud && kr_pool_vm_abandoned(ud, vm);
 }
 
 static void export_on_thread(kr_job_t *job)
 {
     export_call_t *c = (export_call_t *)job;
-    kr_worker_export(c->w, c->cfg, vm_abandoned, c->pool, &c->states);
-    pthread_mutex_lock(c->mu);
-    --*c->left;
-    pthread_cond_signal(c->cv);
-    pthread_mutex_unlock(c->mu);
+    kr_gen_export_t *x = c->x;
+    kr_worker_export(c->w, c->cfg, vm_abandoned, x->pool, &c->states);
+    pthread_mutex_lock(&x->mu);
+    int last = --x->left == 0;
+    pthread_mutex_unlock(&x->mu);
+    if (last && x->wake_fd >= 0) {
+        ssize_t w = write(x->wake_fd, "x", 1);
+        (void)w;
+    }
 }
 
-/* Fills calls[i].states for every previous worker that has state to hand
- * over; returns 0 when none has. */
-static int export_states(const kr_gen_opts_t *o, const kr_gen_t *prev, export_call_t *calls)
+kr_gen_export_t *kr_gen_export_start(const kr_gen_t *prev, kr_pool_t *pool, int wake_fd)
 {
-    int left = 0;
+    int need = 0;
     for (int i = 0; i < prev->worker_cnt; i++)
-        left += kr_worker_has_state(prev->workers[i]);
-    if (!left)
-        return 0;
-    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-    pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+        need += kr_worker_has_state(prev->workers[i]);
+    if (!need)
+        return NULL;
+    kr_gen_export_t *x = calloc(1, sizeof(*x));
+    if (!x || !(x->calls = calloc((size_t)prev->worker_cnt, sizeof(*x->calls))))
+        abort();
+    pthread_mutex_init(&x->mu, NULL);
+    x->n = prev->worker_cnt;
+    x->left = need;
+    x->pool = pool;
+    x->wake_fd = wake_fd;
     for (int i = 0; i < prev->worker_cnt; i++) {
-        export_call_t *c = &calls[i];
+        export_call_t *c = &x->calls[i];
+        c->x = x;
         c->w = prev->workers[i];
         c->cfg = prev->cfg;
-        c->pool = o->pool;
-        c->mu = &mu;
-        c->cv = &cv;
-        c->left = &left;
         if (!kr_worker_has_state(c->w))
             continue;
         c->job.fn = export_on_thread;
-        if (o->pool) {
-            kr_pool_call(o->pool, i, &c->job);
-        } else { /* no threads yet (kroute check, a test): this thread owns the VMs */
+        if (pool)
+            kr_pool_call(pool, i, &c->job);
+        else /* no threads (a test): this thread owns the VMs */
             export_on_thread(&c->job);
-        }
     }
-    pthread_mutex_lock(&mu);
-    while (left > 0)
-        pthread_cond_wait(&cv, &mu);
-    pthread_mutex_unlock(&mu);
-    pthread_cond_destroy(&cv);
-    pthread_mutex_destroy(&mu);
-    return 1;
+    return x;
+}
+
+int kr_gen_export_done(kr_gen_export_t *x)
+{
+    pthread_mutex_lock(&x->mu);
+    int done = x->left == 0;
+    pthread_mutex_unlock(&x->mu);
+    return done;
+}
+
+void kr_gen_export_free(kr_gen_export_t *x)
+{
+    if (!x)
+        return;
+    for (int i = 0; i < x->n; i++)
+        kr_worker_states_free(&x->calls[i].states);
+    free(x->calls);
+    pthread_mutex_destroy(&x->mu);
+    free(x);
 }
 
 static void add_file(kr_gen_t *g, const char *path)
@@ -104,7 +128,8 @@ static void gen_free(kr_gen_t *g)
     free(g);
 }
 
-kr_gen_t *kr_gen_build(const kr_gen_opts_t *o, const kr_gen_t *prev, kr_errors_t *errs)
+kr_gen_t *kr_gen_build(const kr_gen_opts_t *o, const kr_gen_t *prev, kr_gen_export_t *states,
+                       kr_errors_t *errs)
 {
     kr_config_t *cfg = kr_config_load(o->paths, o->path_cnt, errs);
     if (!cfg)
@@ -128,26 +153,12 @@ kr_gen_t *kr_gen_build(const kr_gen_opts_t *o, const kr_gen_t *prev, kr_errors_t
     g->workers = calloc((size_t)g->worker_cnt, sizeof(*g->workers));
     if (!g->workers)
         abort();
-    export_call_t *calls = NULL;
-    if (prev) {
-        calls = calloc((size_t)prev->worker_cnt, sizeof(*calls));
-        if (!calls)
-            abort();
-        if (!export_states(o, prev, calls)) {
-            free(calls);
-            calls = NULL;
-        }
-    }
     int failed = 0;
     for (int i = 0; i < g->worker_cnt && !failed; i++) {
-        const kr_worker_states_t *st =
-            calls && i < prev->worker_cnt ? &calls[i].states : NULL;
+        const kr_worker_states_t *st = states && i < states->n ? &states->calls[i].states : NULL;
         g->workers[i] = kr_worker_new(i, cfg, o->lua_dir, st, errs);
         failed = !g->workers[i];
     }
-    for (int i = 0; calls && i < prev->worker_cnt; i++)
-        kr_worker_states_free(&calls[i].states);
-    free(calls);
     if (failed) {
         gen_free(g);
         return NULL;

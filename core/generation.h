@@ -13,6 +13,8 @@
 #include "errors.h"
 #include "worker.h"
 
+struct kr_pool;
+
 typedef struct kr_gen_opts {
     const char *const *paths; /* route files and folders */
     size_t path_cnt;
@@ -20,7 +22,6 @@ typedef struct kr_gen_opts {
     const char *group;        /* overrides kafka.group, or NULL */
     const char *lua_dir;      /* kroute's lua/ folder */
     int workers;              /* VMs per route */
-    struct kr_pool *pool;     /* the threads running the previous generation, or NULL */
 } kr_gen_opts_t;
 
 typedef struct kr_gen {
@@ -39,11 +40,24 @@ typedef struct kr_gen {
     int refs;
 } kr_gen_t;
 
+/* A reload's export of route state (reload_state()) from a live
+ * generation, running on the pool threads that own its VMs. */
+typedef struct kr_gen_export kr_gen_export_t;
+/* Queues the export on `pool` (NULL: runs it here, when no thread runs the
+ * VMs); `wake_fd` is written when it is done (-1: not). NULL when no route
+ * of `prev` defines reload_state: nothing to wait for. `prev` must live
+ * until the export is done. */
+kr_gen_export_t *kr_gen_export_start(const kr_gen_t *prev, struct kr_pool *pool, int wake_fd);
+int kr_gen_export_done(kr_gen_export_t *x);
+/* Frees a finished export. */
+void kr_gen_export_free(kr_gen_export_t *x);
+
 /* Parses and checks the route files, then compiles, loads and inits every
- * handler in fresh VMs. `prev` (may be NULL) hands route state over through
- * reload_state()/init(prev). Returns NULL with "file:line..." errors. The
+ * handler in fresh VMs; `states` (a finished export, or NULL) hands route
+ * state over to init(prev). Returns NULL with "file:line..." errors. The
  * new generation has one reference, held by the caller. */
-kr_gen_t *kr_gen_build(const kr_gen_opts_t *o, const kr_gen_t *prev, kr_errors_t *errs);
+kr_gen_t *kr_gen_build(const kr_gen_opts_t *o, const kr_gen_t *prev, kr_gen_export_t *states,
+                       kr_errors_t *errs);
 /* Allocates zeroed memory freed with the generation. */
 void *kr_gen_alloc(kr_gen_t *g, size_t size);
 /* Replaces worker `worker`'s VM of route `route_index` with a freshly

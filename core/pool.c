@@ -24,7 +24,6 @@ typedef struct thread {
     kr_vm_t *vm;             /* ...its VM (a zombie's stays set: nobody else may enter it) */
     int64_t wedge_at_ms;     /* ...abandoned once the clock passes this */
     int64_t started_ms;
-    char route[128];         /* ...and its route, for /healthz */
     int abandoned;           /* the watchdog gave up on it (a zombie) */
     struct thread *znext;    /* zombies, still running */
 } thread_t;
@@ -109,7 +108,7 @@ static void zombie_exit(kr_pool_t *p, thread_t *t, kr_run_t *run, void *ctx)
             *z = t->znext;
             break;
         }
-    kr_warn("pool", "an abandoned handler run (route %s) ended after %.1f s", t->route,
+    kr_warn("pool", "an abandoned handler run (route %s) ended after %.1f s", kr_vm_name(t->vm),
             (double)(kr_clock_ms() - t->started_ms) / 1000.0);
     pthread_cond_destroy(&t->work);
     pthread_detach(t->tid);
@@ -138,7 +137,7 @@ static void *thread_main(void *arg)
     kr_pool_t *p = t->pool;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        if (t->calls) { /* calls first: a reload waits on them */
+        if (t->calls) { /* calls first: a reload's state export */
             kr_job_t *call = t->calls;
             t->calls = call->qnext;
             if (!t->calls)
@@ -179,7 +178,6 @@ static void *thread_main(void *arg)
         t->vm = job->vm;
         t->started_ms = start;
         t->wedge_at_ms = start + 2 * kr_vm_timeout_ms(job->vm) + KR_POOL_WEDGE_MARGIN_MS;
-        snprintf(t->route, sizeof(t->route), "%s", kr_vm_name(job->vm));
         kr_run_t *run = job->run;
         void *ctx = job->ctx;
         pthread_mutex_unlock(&p->mu);
@@ -213,7 +211,7 @@ static void abandon(kr_pool_t *p, int i)
     kr_error("pool", "worker %d: route %s ran %.1f s, past its deadline and the %d ms margin, "
                      "inside a call no hook can interrupt: the run is abandoned and the "
                      "worker replaced",
-             i, t->route, (double)(kr_clock_ms() - t->started_ms) / 1000.0,
+             i, kr_vm_name(t->vm), (double)(kr_clock_ms() - t->started_ms) / 1000.0,
              KR_POOL_WEDGE_MARGIN_MS);
     t->abandoned = 1;
     t->current = NULL;
@@ -338,7 +336,7 @@ int kr_pool_wedged(kr_pool_t *p, char *route, size_t route_size, double *seconds
         n++;
         if (z->started_ms <= oldest) {
             oldest = z->started_ms;
-            snprintf(route, route_size, "%s", z->route);
+            snprintf(route, route_size, "%s", kr_vm_name(z->vm));
         }
     }
     /* a thread past its deadline that the watchdog has not reached yet */
@@ -348,7 +346,7 @@ int kr_pool_wedged(kr_pool_t *p, char *route, size_t route_size, double *seconds
             n++;
             if (t->started_ms <= oldest) {
                 oldest = t->started_ms;
-                snprintf(route, route_size, "%s", t->route);
+                snprintf(route, route_size, "%s", kr_vm_name(t->vm));
             }
         }
     }

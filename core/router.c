@@ -103,7 +103,7 @@ int kr_router_check(const kr_router_opts_t *o)
     kr_errors_t errs = {0};
     kr_gen_opts_t go = gen_opts(o);
     go.workers = 1;
-    kr_gen_t *gen = kr_gen_build(&go, NULL, &errs);
+    kr_gen_t *gen = kr_gen_build(&go, NULL, NULL, &errs);
     int rc = gen ? 0 : 2;
     print_errors(&errs);
     if (gen)
@@ -168,6 +168,11 @@ typedef struct router {
     uint64_t reloads, reload_failures;
     char *last_reload;        /* JSON of the last reload's outcome */
     char health[512];         /* the last /healthz reason built on the fly */
+    kr_gen_export_t *export;  /* a reload waiting for reload_state() on the workers */
+    kr_gen_t *export_gen;     /* ...in this generation's VMs (a reference) */
+    int64_t export_t0;
+    char export_why[64];
+    char queued_why[64];      /* a trigger that came meanwhile ("" = none) */
     time_t started;
 } router_t;
 
@@ -269,15 +274,14 @@ static void set_last_reload(router_t *rt, const char *why, int ok, const kr_erro
     rt->last_reload = b.data;
 }
 
-/* Builds a new generation off to the side and swaps it in at message
- * boundaries; on any error the live one keeps serving. Returns 0 or -1. */
-static int reload(router_t *rt, const char *why)
+/* Builds a new generation off to the side (with the route state `states`
+ * exported from the live one, or none) and swaps it in at message
+ * boundaries; on any error the live one keeps serving. 0 or -1. */
+static int reload_build(router_t *rt, const char *why, kr_gen_export_t *states, int64_t t0)
 {
-    int64_t t0 = mono_ms();
     kr_errors_t errs = {0};
     kr_gen_t *cur = kr_dispatch_gen(rt->d);
-    rt->reloads++;
-    kr_gen_t *gen = kr_gen_build(&rt->gopts, cur, &errs);
+    kr_gen_t *gen = kr_gen_build(&rt->gopts, cur, states, &errs);
     if (!gen) {
         rt->reload_failures++;
         kr_error("reload", "%s: rejected, generation %llu keeps serving:", why,
@@ -332,6 +336,50 @@ static int reload(router_t *rt, const char *why)
     set_last_reload(rt, why, 1, NULL);
     watch_generation(rt);
     return 0;
+}
+
+/* A reload. When a live route hands state over (reload_state), that runs
+ * on the worker threads first, between their runs; the router goes on
+ * serving meanwhile and builds in reload_poll. A trigger while one waits
+ * is kept and runs after it. Returns 1 while waiting, else as
+ * reload_build. */
+static int reload(router_t *rt, const char *why)
+{
+    if (rt->export) {
+        snprintf(rt->queued_why, sizeof(rt->queued_why), "%s", why);
+        return 1;
+    }
+    rt->reloads++;
+    kr_gen_t *cur = kr_dispatch_gen(rt->d);
+    kr_gen_export_t *x = kr_gen_export_start(cur, rt->pool, wake_pipe[1]);
+    if (!x)
+        return reload_build(rt, why, NULL, mono_ms());
+    rt->export = x;
+    rt->export_gen = cur; /* the export runs in its VMs: kept alive */
+    kr_gen_ref(cur);
+    rt->export_t0 = mono_ms();
+    snprintf(rt->export_why, sizeof(rt->export_why), "%s", why);
+    kr_debug("reload", "%s: reload_state() queued on the workers", why);
+    return 1;
+}
+
+/* Builds the reload whose state export has finished. */
+static void reload_poll(router_t *rt)
+{
+    if (!rt->export || !kr_gen_export_done(rt->export))
+        return;
+    kr_gen_export_t *x = rt->export;
+    reload_build(rt, rt->export_why, x, rt->export_t0);
+    rt->export = NULL;
+    kr_gen_export_free(x);
+    kr_gen_unref(rt->export_gen);
+    rt->export_gen = NULL;
+    if (rt->queued_why[0]) {
+        char why[64];
+        snprintf(why, sizeof(why), "%s", rt->queued_why);
+        rt->queued_why[0] = '\0';
+        reload(rt, why);
+    }
 }
 
 /* ---------- admin endpoint answers (router thread) ---------- */
@@ -445,15 +493,18 @@ static void render_routes(router_t *rt, kr_buf_t *b)
     kr_buf_add(b, "]}\n", 3);
 }
 
-static int admin_answer(void *ctx, const char *method, const char *path, kr_buf_t *body,
-                        const char **type)
+static int admin_answer(void *ctx, const char *method, const char *path, int again,
+                        kr_buf_t *body, const char **type)
 {
     router_t *rt = ctx;
     int is_get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
     if (!strcmp(path, "/reload")) {
         *type = "application/json";
         if (!strcmp(method, "POST")) {
-            reload(rt, "POST /reload");
+            if (!again)
+                reload(rt, "POST /reload");
+            if (rt->export || rt->queued_why[0])
+                return KR_ADMIN_LATER; /* answered once its reload is built */
         } else if (!is_get) {
             kr_buf_add(body, "{\"error\":\"use GET or POST\"}\n", 27);
             return 405;
@@ -519,6 +570,7 @@ static void event_loop(router_t *rt)
             rt->reload_at_ms = 0;
             reload(rt, "file change");
         }
+        reload_poll(rt);
         kr_admin_serve(rt->admin, admin_answer, rt);
         size_t got = kr_dispatch_poll_jobs(d);
         for (size_t i = 0; i < kr_dispatch_group_count(d); i++) {
@@ -581,7 +633,7 @@ int kr_router_run(const kr_router_opts_t *o)
     timer_t drain_timer;
     int drain_armed = 0;
 
-    kr_gen_t *gen = kr_gen_build(&rt->gopts, NULL, &errs);
+    kr_gen_t *gen = kr_gen_build(&rt->gopts, NULL, NULL, &errs);
     if (!gen) {
         print_errors(&errs);
         rc = 2;
@@ -594,8 +646,7 @@ int kr_router_run(const kr_router_opts_t *o)
         goto out;
     }
     rt->pool = kr_pool_new(rt->gopts.workers, wake_pipe[1]);
-    rt->gopts.pool = rt->pool;
-    kr_dispatch_set_pool(rt->d, rt->pool);
+        kr_dispatch_set_pool(rt->d, rt->pool);
     install_signals();
     const char *admin = o->admin ? o->admin : "127.0.0.1:9464";
     if (strcmp(admin, "off") != 0) {
@@ -690,6 +741,10 @@ out:
     }
     kr_producer_free(rt->p);
     kr_pool_free(rt->pool); /* joined: no VM is in use from here on */
+    if (rt->export) { /* a reload still waiting: its calls ran before the threads ended */
+        kr_gen_export_free(rt->export);
+        kr_gen_unref(rt->export_gen);
+    }
     if (rt->d)
         kr_dispatch_free(rt->d);
     else

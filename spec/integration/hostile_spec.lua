@@ -2,8 +2,10 @@
 -- broker` child: a run stuck in a C call no hook can interrupt is abandoned
 -- by the watchdog (its message dead-lettered with the timeout reason, its
 -- worker replaced, /healthz saying so while the call lasts), a run that
--- keeps coroutine.running() cannot drive another message's run, and a
--- reload does not wait for a queue of slow runs.
+-- keeps coroutine.running() cannot drive another message's run, a reload
+-- does not wait for a queue of slow runs, and one slow run does not hold
+-- back the outputs of runs that finished before it. One worker thread, so
+-- every run shares it.
 local env = require "support.env"
 local ts = env.ts
 
@@ -18,7 +20,8 @@ describe("hostile handlers", function()
 
   setup(function()
     broker = env.broker{"wedge.in:1", "wedge.out:1", "hijack.in:1", "hijack.out:1",
-                        "slow.in:1", "slow.out:1"}
+                        "slow.in:1", "slow.out:1", "spread.in:1", "spread.out:1",
+                        "stateful.in:1", "stateful.out:1"}
     dir = env.tmpdir()
     env.write(dir .. "/routes.yaml", env.fast_kafka .. [[
 routes:
@@ -38,7 +41,44 @@ routes:
     match: slow.in
     handler: slow.lua
     to: slow.out
+    ordering: none # every queued run goes to the worker in one batch
     timeout: 1s
+  - name: spread
+    match: spread.in
+    handler: spread.lua
+    to: spread.out
+    ordering: none
+    timeout: 5s
+  - name: stateful
+    match: stateful.in
+    handler: stateful.lua
+    to: stateful.out
+    ordering: none
+    timeout: 3s
+]])
+    env.write(dir .. "/stateful.lua", [[
+local kroute = require "kroute"
+local count = 0
+return {
+  init = function(prev) if prev then count = prev.count end end,
+  reload_state = function() return {count = count} end,
+  handle = function(msg)
+    count = count + 1
+    local t = kroute.now() + 600
+    while kroute.now() < t do end
+    return tostring(count)
+  end,
+}
+]])
+    env.write(dir .. "/spread.lua", [[
+local kroute = require "kroute"
+return function(msg)
+  if msg.value == "slow" then
+    local t = kroute.now() + 1500
+    while kroute.now() < t do end
+  end
+  return msg.value
+end
 ]])
     -- os.date walks its format in C: a 40 MB format takes seconds, and no
     -- count hook fires inside it
@@ -64,7 +104,7 @@ return function(msg)
   return msg.value
 end
 ]])
-    router = env.kroute(dir, broker.addr)
+    router = env.kroute(dir, broker.addr, {args = {"--workers", "1"}})
     assert(router:wait_assigned(30000), router:logtext())
     url = router:admin_url()
   end)
@@ -131,5 +171,54 @@ end
     assert.is_true(took < 2000, ("POST /reload took %d ms"):format(took))
     local out = env.consume(broker.addr, "slow.out", 40, 60000)
     assert.equal(40, #out)
+  end)
+
+  it("a slow run does not hold back the outputs of runs that finished before it", function()
+    -- with ordering: none the three runs go to the one worker together, in
+    -- offset order: "fast" is done long before "slow"
+    ts.produce(broker.addr, "spread.in", {{key = "a", value = "fast"}, {key = "b", value = "slow"},
+                                          {key = "c", value = "last"}})
+    local out = env.consume(broker.addr, "spread.out", 3, 30000)
+    assert.equal(3, #out, router:logtext())
+    local at = {}
+    for _, r in ipairs(out) do at[r.value] = r.timestamp end
+    -- the output's CreateTime is when kroute produced it
+    assert.is_true(at.slow - at.fast >= 1000,
+                   ("fast produced %d ms before slow"):format(at.slow - at.fast))
+  end)
+
+  it("a reload that carries state over waits for no queued run, and the router keeps serving", function()
+    local batch = {}
+    for i = 1, 10 do batch[i] = {key = "s" .. i, value = tostring(i)} end
+    ts.produce(broker.addr, "stateful.in", batch)
+    local first = env.consume(broker.addr, "stateful.out", 1, 30000) -- the runs have begun
+    assert.equal(1, #first, router:logtext())
+    local gen = router:reload_status().generation
+    -- the POST waits for its reload; meanwhile the router answers at once
+    local out = dir .. "/post.out"
+    local curl = ts.spawn({"curl", "-s", "-m", "60", "-X", "POST", "-o", out, "-w", "%{http_code}",
+                           url .. "/reload"}, {stdout = dir .. "/post.code"})
+    for _ = 1, 5 do
+      local t0 = ts.monotonic()
+      local status = env.http("GET", url .. "/healthz", nil, 10)
+      local took = ts.monotonic() - t0
+      assert.equal(200, status)
+      assert.is_true(took < 1000, ("GET /healthz took %d ms during the reload"):format(took))
+    end
+    assert.is_truthy(ts.wait(curl, 30000), "POST /reload never answered")
+    assert.equal("200", env.read(dir .. "/post.code"))
+    local body = require("kroute.native").json.decode(env.read(out))
+    assert.equal(gen + 1, body.generation, env.read(out))
+    assert.is_true(body.ok)
+    -- ten queued runs of 600 ms each (they finish on the generation they
+    -- started on); the next message runs on the new one, whose count went
+    -- on from what reload_state() handed over (a fresh VM would say 1)
+    local done = env.consume(broker.addr, "stateful.out", 10, 60000)
+    assert.equal(10, #done)
+    ts.produce(broker.addr, "stateful.in", {{key = "after", value = "after"}})
+    local all = env.consume(broker.addr, "stateful.out", 11, 30000)
+    local after
+    for _, r in ipairs(all) do if r.key == "after" then after = tonumber(r.value) end end
+    assert.is_true(after and after >= 2, "count after the reload: " .. tostring(after))
   end)
 end)

@@ -66,20 +66,7 @@ local function escape(s) return (s:gsub("%p", "%%%0")) end
 
 -- Runs `script` in a separate Lua process with the same native module, for
 -- behaviour that may crash or hang the process; returns output and exit code.
-local LUA = os.execute("command -v lua5.4 >/dev/null 2>&1") and "lua5.4" or "lua"
-local function subprocess(script, seconds)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(script)
-  f:close()
-  local cmd = ("LUA_CPATH='%s' timeout %d %s %s 2>&1"):format(package.cpath, seconds or 5, LUA,
-                                                              path)
-  local p = assert(io.popen(cmd))
-  local out = p:read("a")
-  local _, _, code = p:close()
-  os.remove(path)
-  return out, code
-end
+local subprocess = require("support.scratch").child
 
 local function quoted(s) return ("%q"):format(s) end
 

@@ -5,17 +5,13 @@
 -- library calls whose running time a count hook cannot see. Everything
 -- that could abort or hang the process runs in a child process.
 local native = require "kroute.native"
+local scratch = require "support.scratch"
 
 local MiB = 1024 * 1024
-local LUA = os.execute("command -v lua5.4 >/dev/null 2>&1") and "lua5.4" or "lua"
 
 local dir
 local function handler(name, text)
-  local path = dir .. "/" .. name
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
+  return scratch.write(dir, name, text)
 end
 
 local function vm_for(path, opts)
@@ -26,19 +22,7 @@ end
 
 -- Runs `script` in a child Lua process with the same native module; returns
 -- its output and exit code (124: still running after `seconds`).
-local function subprocess(script, seconds)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(script)
-  f:close()
-  local cmd = ("LUA_CPATH='%s' timeout -s KILL %d %s %s 2>&1"):format(package.cpath,
-                                                                      seconds or 10, LUA, path)
-  local p = assert(io.popen(cmd))
-  local out = p:read("a")
-  local _, _, code = p:close()
-  os.remove(path)
-  return out, code
-end
+local subprocess = scratch.child
 
 -- One run of `path` in a child process: prints ok, error and the seconds it took.
 local function run_in_child(path, opts, seconds)
@@ -65,14 +49,8 @@ local function seconds_of(out)
 end
 
 describe("hostile handlers", function()
-  setup(function()
-    local p = assert(io.popen("mktemp -d /tmp/kroute-hostile.XXXXXX"))
-    dir = p:read("l")
-    p:close()
-  end)
-  teardown(function()
-    os.execute("rm -rf '" .. dir .. "'")
-  end)
+  setup(function() dir = scratch.dir("hostile") end)
+  teardown(function() scratch.remove(dir) end)
 
   describe("error objects", function()
     it("a __tostring that fails gives a clear error instead of aborting", function()
@@ -96,7 +74,7 @@ describe("hostile handlers", function()
           error(setmetatable({}, {__tostring = function() while true do end end}))
         end]])
       local out, code = run_in_child(path, nil, 10)
-      assert.are_not.equal(137, code, "the run was still going after 10 s:\n" .. out)
+      assert.are_not.equal(124, code, "the run was still going after 10 s:\n" .. out)
       assert.equal(0, code, out)
       assert.matches("RESULT\tfalse\terror object is a table whose __tostring failed %(timeout%)",
                      out)
@@ -126,7 +104,7 @@ describe("hostile handlers", function()
           end
         end]])
       local out, code = run_in_child(path, {timeout_ms = 100}, 10)
-      assert.are_not.equal(137, code, "the run was still going after 10 s:\n" .. out)
+      assert.are_not.equal(124, code, "the run was still going after 10 s:\n" .. out)
       assert.equal(0, code, out)
       assert.matches("RESULT\tfalse\t[^\n]*timeout", out)
       assert.is_true(seconds_of(out) < 2, out)
@@ -142,7 +120,7 @@ describe("hostile handlers", function()
           return (s:match("^%s*(.-)%s*$"))
         end]])
       local out, code = run_in_child(path, {timeout_ms = 100}, 20)
-      assert.are_not.equal(137, code, "the match was still going after 20 s:\n" .. out)
+      assert.are_not.equal(124, code, "the match was still going after 20 s:\n" .. out)
       assert.equal(0, code, out)
       assert.matches("RESULT\tfalse\t[^\n]*timeout", out)
       assert.is_true(seconds_of(out) < 3, out)
@@ -158,7 +136,7 @@ describe("hostile handlers", function()
                              "return function(msg) if msg.value == 'ok' then return 'fine' end "
                              .. case[2] .. " end")
         local out, code = run_in_child(path, {timeout_ms = 100}, 20)
-        assert.are_not.equal(137, code, "still going after 20 s:\n" .. out)
+        assert.are_not.equal(124, code, "still going after 20 s:\n" .. out)
         assert.equal(0, code, out)
         assert.is_true(seconds_of(out) < 3, out)
         assert.matches("AGAIN\ttrue", out)
@@ -175,7 +153,7 @@ describe("hostile handlers", function()
           error("boom")
         end]])
       local out, code = run_in_child(path, {timeout_ms = 100}, 10)
-      assert.are_not.equal(137, code, "still going after 10 s:\n" .. out)
+      assert.are_not.equal(124, code, "still going after 10 s:\n" .. out)
       assert.equal(0, code, out)
       assert.matches("RESULT\tfalse\t[^\n]*boom", out)
       assert.matches("AGAIN\ttrue", out)
@@ -297,7 +275,7 @@ describe("hostile handlers", function()
           return tostring(ok) .. " " .. tostring(err)
         end]])
       local out, code = run_in_child(path, nil, 10)
-      assert.are_not.equal(137, code, "require blocked on the FIFO:\n" .. out)
+      assert.are_not.equal(124, code, "require blocked on the FIFO:\n" .. out)
       assert.equal(0, code, out)
       assert.matches("VALUE\tfalse [^\n]*fifo_mod.lua: not a regular file", out)
     end)
@@ -309,7 +287,7 @@ describe("hostile handlers", function()
         local vm, err = native.vm{handler = %q, to = "o", lua_dir = "lua"}
         print("RESULT", vm, err)
       ]]):format(dir .. "/fifo_handler.lua"), 10)
-      assert.are_not.equal(137, code, "loading blocked on the FIFO:\n" .. out)
+      assert.are_not.equal(124, code, "loading blocked on the FIFO:\n" .. out)
       assert.matches("RESULT\tnil\t[^\n]*not a regular file", out)
     end)
   end)

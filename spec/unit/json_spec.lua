@@ -319,20 +319,12 @@ end)
 -- an allocation fails.
 describe("json under a VM's memory cap", function()
   local MiB = 1024 * 1024
+  local scratch = require "support.scratch"
   local dir
-  setup(function()
-    local p = assert(io.popen("mktemp -d /tmp/kroute-json.XXXXXX"))
-    dir = p:read("l")
-    p:close()
-  end)
-  teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
+  setup(function() dir = scratch.dir("json") end)
+  teardown(function() scratch.remove(dir) end)
 
-  local function write(name, text)
-    local f = assert(io.open(dir .. "/" .. name, "w"))
-    f:write(text)
-    f:close()
-    return dir .. "/" .. name
-  end
+  local function write(name, text) return scratch.write(dir, name, text) end
 
   local function resident_bytes()
     local f = assert(io.open("/proc/self/statm"))
@@ -399,7 +391,7 @@ return {
 ]]
 
   local function isolated(value)
-    local script = write("run.lua", ([[
+    local text = scratch.child(([[
 local native = require "kroute.native"
 local vm = assert(native.vm{handler = %q, to = "out", memory = 16 * 1024 * 1024,
                             lua_dir = "lua"})
@@ -412,12 +404,7 @@ else
   out.value = res.records[1] and res.records[1].value
 end
 print("RESULT " .. native.json.encode(out))
-]]):format(write("encode.lua", handler), value, value))
-    local cmd = ("ulimit -v 1048576; LUA_CPATH='%s' timeout 60 lua5.4 %s 2>&1")
-                :format(package.cpath, script)
-    local p = assert(io.popen(cmd))
-    local text = p:read("a")
-    p:close()
+]]):format(write("encode.lua", handler), value, value), 60, {vmem_kib = 1048576})
     local result = text:match("RESULT (%b{})")
     assert(result, "the child process died: " .. text)
     return json.decode(result)

@@ -7,23 +7,17 @@ local json = native.json
 
 local MiB = 1024 * 1024
 
+local scratch = require "support.scratch"
 local dir
-setup(function()
-  local p = assert(io.popen("mktemp -d /tmp/kroute-records.XXXXXX"))
-  dir = p:read("l")
-  p:close()
-end)
-teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
+setup(function() dir = scratch.dir("records") end)
+teardown(function() scratch.remove(dir) end)
 
 local n = 0
 -- A VM running handler source `src` (to = "out" unless opts.to says otherwise).
 local function vm_of(src, opts)
   opts = opts or {}
   n = n + 1
-  local path = ("%s/h%d.lua"):format(dir, n)
-  local f = assert(io.open(path, "w"))
-  f:write(src)
-  f:close()
+  local path = scratch.write(dir, ("h%d.lua"):format(n), src)
   local vm, err = native.vm{handler = path, name = "h" .. n, to = "out", lua_dir = "lua",
                             memory = opts.memory}
   assert(vm, err)
