@@ -22,14 +22,17 @@ CORE_SRCS := log.c errors.c pattern.c config.c json.c message.c record.c lapi.c 
 	worker.c generation.c pool.c metrics.c graph.c spectest.c watch.c admin.c kafkaconf.c producer.c consumer.c nest.c requester.c dispatch.c broker.c router.c \
 	replay.c strbound.c
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/obj/%.o)
-PIC_OBJS  := $(CORE_SRCS:%.c=$(BUILD)/pic/%.o) $(BUILD)/pic/luamod.o $(BUILD)/pic/testsupport.o
+# the test-only module kroute.testsupport (core/testsupport/), only in the .so
+TS_SRCS   := module.c call.c kafka.c process.c client.c admin.c mock.c bounded.c
+TS_OBJS   := $(TS_SRCS:%.c=$(BUILD)/pic/testsupport/%.o)
+PIC_OBJS  := $(CORE_SRCS:%.c=$(BUILD)/pic/%.o) $(BUILD)/pic/luamod.o $(TS_OBJS)
 ASAN_OBJS := $(CORE_SRCS:%.c=$(BUILD)/asan/%.o) $(BUILD)/asan/main.o
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 APT_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 librdkafka-dev libyaml-dev \
 	libmicrohttpd-dev lua-busted lua-cjson kcat curl python3 python3-prometheus-client
 
-.PHONY: all deps run test test-unit test-integration test-asan valgrind bench fuzz install uninstall clean
+.PHONY: all deps kafka kafka-fetch kafka-stop run test test-kafka test-unit test-integration test-asan valgrind bench fuzz install uninstall clean
 
 all: $(BUILD)/kroute $(BUILD)/lua/kroute/native.so
 
@@ -39,6 +42,8 @@ deps:
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	command -v java >/dev/null 2>&1 || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null 2>&1 || missing="$$missing maven"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
@@ -51,6 +56,10 @@ $(BUILD)/pic/%.o: core/%.c core/*.h | $(BUILD)/pic
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS) $(WARN) -fPIC -c $< -o $@
 $(BUILD)/asan/%.o: core/%.c core/*.h | $(BUILD)/asan
 	$(CC) $(CPPFLAGS_ALL) $(ASAN_FLAGS) $(WARN) -c $< -o $@
+$(BUILD)/pic/testsupport/%.o: core/testsupport/%.c core/*.h core/testsupport/*.h | $(BUILD)/pic/testsupport
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS) $(WARN) -fPIC -c $< -o $@
+$(BUILD)/pic/testsupport:
+	mkdir -p $@
 
 $(BUILD)/obj $(BUILD)/pic $(BUILD)/asan $(BUILD)/lua/kroute:
 	mkdir -p $@
@@ -87,6 +96,23 @@ run: deps all
 test: deps all $(BUILD)/kroute-asan $(BUILD)/fuzz-regress
 	@sh spec/run.sh
 
+# Apache Kafka's broker (pinned in spec/support/kafka.sh) through Maven into
+# .build/kafka, once. `make kafka` starts a single KRaft node on a free
+# loopback port and prints its address; `make kafka-stop` stops it.
+kafka-fetch: deps
+	@sh spec/support/kafka.sh fetch
+
+kafka: kafka-fetch
+	@mkdir -p .build/kafka/run
+	@sh spec/support/kafka.sh start .build/kafka/run/dev 1 >/dev/null
+	@echo "Apache Kafka serving on $$(cat .build/kafka/run/dev/bootstrap) (stop: make kafka-stop)"
+
+kafka-stop:
+	@sh spec/support/kafka.sh stop .build/kafka/run/dev
+
+test-kafka: all kafka-fetch
+	@sh spec/run.sh kafka
+
 test-unit: all $(BUILD)/fuzz-regress
 	@sh spec/run.sh unit
 
@@ -100,12 +126,15 @@ test-asan: all $(BUILD)/kroute-asan
 # reference, memory over 10M events, the JSON codec against lua-cjson,
 # request/reply against NestJS, and hot reload latency and throughput with
 # 100 routes.
-bench: deps all $(BUILD)/bench-passthrough
+bench: deps all $(BUILD)/bench-passthrough kafka-fetch
 	@lua5.4 spec/bench/throughput_bench.lua
+	@KROUTE_TEST_BROKER=kafka lua5.4 spec/bench/throughput_bench.lua
 	@lua5.4 spec/bench/memory_bench.lua
 	@lua5.4 spec/bench/json_bench.lua
 	@lua5.4 spec/bench/request_bench.lua
+	@KROUTE_TEST_BROKER=kafka lua5.4 spec/bench/request_bench.lua
 	@lua5.4 spec/bench/reload_bench.lua
+	@sh spec/support/kafka.sh stop-all
 
 # The C reference the throughput bench compares kroute with.
 $(BUILD)/bench-passthrough: spec/bench/passthrough.c | $(BUILD)/obj

@@ -1,10 +1,13 @@
 #!/bin/sh
-# spec/run.sh [all|unit|integration|asan|integration-file FILE...] - runs the busted suites and
-# prints the totals over all of them as the last line: "N passed, N failed"
+# spec/run.sh [all|unit|integration|kafka|asan|integration-file FILE...] - runs the busted
+# suites and prints the totals over all of them as the last line: "N passed, N failed"
 # (", N skipped" when some are pending). Exit status 1 if anything failed.
 #   unit         spec/unit + every examples/*/ spec (the C core as a Lua module)
-#   integration  spec/integration: the kroute binary against embedded brokers
-#   asan         spec/integration again with the AddressSanitizer+UBSan build
+#   integration  spec/integration: the kroute binary against the mock broker
+#   kafka        spec/integration again against real Apache Kafka (spec/support/kafka.sh)
+#   asan         spec/integration again with the AddressSanitizer+UBSan build, on the mock
+# `all` runs the kafka suite only with KROUTE_TEST_BROKER=kafka (then in place of the mock run);
+# integration-file runs on the broker it names (mock when unset).
 #   (unit also replays the fuzz corpus, spec/fuzz/corpus, under ASan+UBSan)
 cd "$(dirname "$0")/.." || exit 2
 export LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;"
@@ -43,16 +46,28 @@ all | unit)
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=66 \
         .build/fuzz-regress spec/fuzz/corpus ;;
 esac
+only=${KROUTE_TEST_BROKER:-}
 case $suite in
 all | integration)
-    run_suite integration $busted -o TAP spec/integration ;;
+    [ "$suite" = all ] && [ "$only" = kafka ] ||
+        run_suite integration env KROUTE_TEST_BROKER=mock $busted -o TAP spec/integration ;;
+esac
+case $suite in
+all | kafka)
+    # not yet part of `all` unless asked for: the real-Kafka tier is new
+    if [ "$suite" = kafka ] || [ "$only" = kafka ]; then
+        # every JVM a spec started is stopped even when busted itself died
+        run_suite kafka env KROUTE_TEST_BROKER=kafka $busted -o TAP \
+            spec/unit/testsupport_admin_spec.lua spec/integration
+        spec/support/kafka.sh stop-all
+    fi ;;
 esac
 case $suite in
 all | asan)
     run_suite asan env KROUTE_BIN=.build/kroute-asan \
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=66 \
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=66 \
-        $busted -o TAP spec/integration ;;
+        KROUTE_TEST_BROKER=mock $busted -o TAP spec/integration ;;
 esac
 
 case $suite in

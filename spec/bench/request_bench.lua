@@ -119,7 +119,8 @@ local k, n = results.kroute, results.nestjs
 local function num(v) return type(v) == "number" and v or 0 / 0 end
 for _, x in ipairs{k, n} do x.backlog.drain_per_s = num(x.backlog.drain_per_s) end
 local lines = {
-  "request/reply benchmark (mock broker, one run; NestJS ClientKafka drives both responders)",
+  ("request/reply benchmark (%s broker, one run; NestJS ClientKafka drives both responders)")
+    :format(env.real and "Apache Kafka" or "mock"),
   ("%-44s %12s %12s"):format("", "kroute", "NestJS"),
   ("%-44s %12.2f %12.2f"):format("sequential round trip p50 (ms)", k.seq.p50_ms, n.seq.p50_ms),
   ("%-44s %12.2f %12.2f"):format("sequential round trip p99 (ms)", k.seq.p99_ms, n.seq.p99_ms),

@@ -215,8 +215,8 @@ local function median(xs)
 end
 
 local load1 = env.read("/proc/loadavg"):match("^(%S+)")
-print(("throughput: %d events, %d rounds, %d partitions, machine load %s (1 min avg), %d cores")
-  :format(N, ROUNDS, PARTS, load1, tonumber(io.popen("nproc"):read("a")) or 0))
+print(("throughput on %s: %d events, %d rounds, %d partitions, machine load %s (1 min avg), %d cores")
+  :format(env.real and "Apache Kafka (1 node)" or "the mock broker", N, ROUNDS, PARTS, load1, tonumber(io.popen("nproc"):read("a")) or 0))
 print("| configuration | events/s | × ref | CPU-s/100k | × ref | peak RSS MiB |")
 print("|---|---|---|---|---|---|")
 for _, cfg in ipairs(CONFIGS) do

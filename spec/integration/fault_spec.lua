@@ -1,8 +1,10 @@
 -- Nothing lost, nothing stuck, under faults: a kill -9 loop with a
 -- verifier, poison inputs, broker outages and injected errors, SIGTERM
--- mid-stream, and a group member dying. The broker is a 3-broker mock
--- cluster inside this test process, so faults can be injected into it.
+-- mid-stream, and a group member dying. The broker is a 3-node cluster:
+-- on the mock, inside this test process so faults can be injected into it
+-- (the injection tests run there only); on real Kafka, three KRaft nodes.
 local env = require "support.env"
+local stream = require "support.stream"
 local ts = env.ts
 local json = require("kroute.native").json
 
@@ -51,70 +53,26 @@ local function routes(dir, input, output, busy)
   return sub
 end
 
-local function produced(addr, topic)
-  local n = 0
-  for _, v in pairs(ts.high_watermarks(addr, topic) or {}) do n = n + v end
-  return n
-end
-
--- Produces events seq from..to keyed by `keys` keys; value {"s":seq}.
-local function produce(addr, topic, from, to, keys, poison_every)
-  local batch = {}
-  for s = from, to do
-    local poison = poison_every and s % poison_every == 0
-    local value
-    if poison and s % 4 == 0 then value = '{"s":' .. s .. ',"name":"\255\254"}' -- bad UTF-8
-    elseif poison and s % 2 == 0 then value = "not json " .. s
-    else value = json.encode{s = s, poison = poison or nil} end
-    batch[#batch + 1] = {key = "k" .. (s % keys), value = value}
-  end
-  ts.produce(addr, topic, batch)
-end
-
--- Output check: every seq of 1..n present; per key, first occurrences in
--- output order are increasing. Returns distinct, total, order_violations.
-local function verify(addr, topic, n, timeout_ms)
-  local recs
-  local seen, distinct = {}, 0
-  env.wait_for(function()
-    recs = env.consume(addr, topic, 0, 5000)
-    seen, distinct = {}, 0
-    for _, r in ipairs(recs) do
-      local v = json.decode(r.value)
-      if not seen[v.s] then seen[v.s] = true; distinct = distinct + 1 end
-    end
-    return distinct >= n
-  end, timeout_ms or 60000)
-  local last, first_seen, violations = {}, {}, 0
-  for _, r in ipairs(recs) do -- (partition, offset) order: one key, one partition
-    local v = json.decode(r.value)
-    if not first_seen[v.s] then
-      first_seen[v.s] = true
-      if last[v.k] and v.s < last[v.k] then violations = violations + 1 end
-      last[v.k] = v.s
-    end
-  end
-  local missing = {}
-  for s = 1, n do if not seen[s] then missing[#missing + 1] = s end end
-  return distinct, #recs, violations, missing
-end
+local produced, produce, verify = stream.produced, stream.produce, stream.verify
 
 describe("fault tolerance", function()
-  local mc, addr, dir
+  local broker, mc, addr, dir
 
   setup(function()
-    mc = ts.mock_cluster(3)
-    addr = mc:bootstraps()
-    for _, t in ipairs{"kill.in", "kill.out", "poison.in", "poison.out", "faults.in",
-                       "faults.out", "term.in", "term.out", "pair.in", "pair.out", "fatal.in", "fatal.out"} do
-      assert(mc:create_topic(t, PARTS))
+    local topics = {}
+    for _, t in ipairs{"kill.in", "kill.out", "poison.in", "poison.out", "poison.in.dlq",
+                       "faults.in", "faults.out", "term.in", "term.out", "pair.in", "pair.out",
+                       "fatal.in", "fatal.out"} do
+      topics[#topics + 1] = t .. ":" .. PARTS
     end
+    broker = env.broker(topics, {nodes = 3, in_process = true})
+    mc, addr = broker.mock, broker.addr
     dir = env.tmpdir()
     route_file(dir)
   end)
 
   teardown(function()
-    mc:close()
+    broker.stop()
     os.execute("rm -rf '" .. dir .. "'")
   end)
 
@@ -182,7 +140,7 @@ describe("fault tolerance", function()
     print(("# poison: %d events, %d delivered, %d dead-lettered"):format(N, #out, #dlq))
   end)
 
-  it("loses nothing while brokers go down, leaders and the coordinator move and requests fail", function()
+  env.it_mock("loses nothing while brokers go down, leaders and the coordinator move and requests fail", function()
     local N = 20000
     local d = routes(dir, "faults.in", "faults.out", 0.001) -- ~10 s of work on two workers
     local r = env.kroute(d, addr)
@@ -278,7 +236,7 @@ routes:
     retry: { attempts: 2, backoff: 6s, max_backoff: 6s }
 ]])
     env.write(d .. "/copy.lua", env.read(dir .. "/copy.lua"))
-    assert(mc:create_topic("bp.in", 1))
+    assert(broker.create_topic("bp.in", 1))
     local r = env.kroute(d, addr)
     assert.is_truthy(r:wait_assigned(30000), r:logtext())
     local batch = {{key = "p", value = json.encode{s = 0, poison = true}}}
@@ -296,7 +254,7 @@ routes:
     r:cleanup()
   end)
   -- last: the injected error is a Produce error for the whole cluster
-  it("stops on a fatal producer error, exits 1 and commits only what was delivered", function()
+  env.it_mock("stops on a fatal producer error, exits 1 and commits only what was delivered", function()
     local d = dir .. "/fatal"
     env.write(d .. "/r.yaml", [[
 kafka:

@@ -1,25 +1,27 @@
 -- Inputs and outputs too big for the producer (message.max.bytes, librdkafka's
 -- default 1000000 here) never wedge a partition: the input goes to the DLQ
 -- (truncated to fit when needed), the next message is routed, kroute keeps
--- running and a restart finds everything committed. The broker is a mock
--- cluster inside this test process, so produce errors can be injected; it
--- keeps about 5 MiB per partition, so each case has its own topic and sends
--- only one big record.
+-- running and a restart finds everything committed. On the mock the cluster
+-- is inside this test process, so produce errors can be injected (that test
+-- runs on the mock only); the mock keeps about 5 MiB per partition, so each
+-- case has its own topic and sends only one big record.
 local env = require "support.env"
 local ts = env.ts
 
 local MAX_INPUT = 1000000 - 65536 -- the default: message.max.bytes less 64 KiB
 
 describe("records too big for the producer", function()
-  local mc, addr, dir, router
+  local broker, mc, addr, dir, router
   local metrics_url
+  local INPUTS = {"big.in", "grow.in", "loud.in", "refused.in"}
+  if env.real then INPUTS[4] = nil end -- the refused case injects mock errors
 
   setup(function()
-    mc = ts.mock_cluster(1)
-    addr = mc:bootstraps()
-    for _, t in ipairs{"big.in", "grow.in", "loud.in", "refused.in"} do
-      assert(mc:create_topic(t, 1))
-    end
+    broker = env.broker({"big.in:1", "grow.in:1", "loud.in:1", "refused.in:1", "big.out:1",
+                         "big.in.dlq:1", "grow.out:1", "grow.in.dlq:1", "loud.out:1",
+                         "loud.in.dlq:1", "refused.out:1", "refused.in.dlq:1"},
+                        {in_process = true})
+    mc, addr = broker.mock, broker.addr
     dir = env.tmpdir()
     env.write(dir .. "/routes.yaml", env.fast_kafka .. [[
 routes:
@@ -78,7 +80,7 @@ end
       router:cleanup()
       assert.equal(0, code)
     end
-    if mc then mc:close() end
+    if broker then broker.stop() end
     os.execute("rm -rf '" .. dir .. "'")
   end)
 
@@ -191,7 +193,7 @@ routes:
     assert.is_nil(text:match("'fine'"))
   end)
 
-  it("moves on when the broker refuses an output and then its DLQ copy as too large",
+  env.it_mock("moves on when the broker refuses an output and then its DLQ copy as too large",
      function()
     ts.produce(addr, "refused.in", {{key = "r", value = "slow"}})
     ts.sleep(300) -- the handler is busy for a second: its output comes next
@@ -227,7 +229,7 @@ routes:
     for _, t in ipairs(topics) do
       assert.equal(before[t], #env.consume(addr, t, before[t], 5000), t)
     end
-    for _, t in ipairs{"big.in", "grow.in", "loud.in", "refused.in"} do
+    for _, t in ipairs(INPUTS) do
       assert.equal(2, ts.committed(addr, "kroute", t)[0], t)
     end
     assert.is_nil(router:logtext():match("sent to DLQ"))

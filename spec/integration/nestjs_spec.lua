@@ -123,6 +123,47 @@ describe("NestJS interop", function()
     end
   end)
 
+  -- The cases the mock cannot form (see above); real Kafka can.
+  env.it_real("gets each of two ClientKafka instances in one group its own replies", function()
+    -- both join first (--delay outlasts the rebalance), then 100 concurrent calls each
+    local pids, logs = {}, {}
+    for i = 1, 2 do
+      logs[i] = dir .. "/pair-client-" .. i
+      pids[i] = node("client.js", {"--brokers", broker.addr, "--scenario", "concurrent",
+                                   "--n", "100", "--group", "nest-pair", "--delay", "10000",
+                                   "--timeout", "30000"}, logs[i])
+    end
+    for i = 1, 2 do
+      local how, code = ts.wait(pids[i], 120000)
+      if not how then ts.kill(pids[i], "KILL"); ts.wait(pids[i], 5000) end
+      assert.same({"exit", 0}, {how, code}, env.read(logs[i] .. ".err"))
+      local res = lines(logs[i] .. ".out")[1]
+      assert.same({100, 100, 0}, {res.n, res.correct, res.errors}, json.encode(res))
+    end
+  end)
+
+  env.it_real("answers a NestJS client from two kroute responders in one group", function()
+    local second = env.kroute(ROUTES, broker.addr, {args = {"--brokers", broker.addr}})
+    assert.is_truthy(second:wait_log("group=kroute assigned", 60000), second:logtext())
+    -- (a request that lands in the rebalance waits in its partition: none is lost)
+    local function answered(r)
+      local status, body = env.http("GET", r:admin_url() .. "/metrics")
+      assert.equal(200, status)
+      return tonumber(body:match('kroute_messages_out_total{route="math"} (%d+)')) or 0
+    end
+    local before = {answered(router), answered(second)}
+    local r = client(dir, broker.addr, "concurrent", {"--n", "200"})
+    assert.same({200, 200, 0}, {r.concurrent.n, r.concurrent.correct, r.concurrent.errors})
+    local after = {answered(router), answered(second)}
+    local code = second:stop()
+    second:cleanup()
+    assert.equal(0, code)
+    -- sum has 4 partitions split between the two: both answered some
+    assert.is_true(after[1] > before[1], "first responder answered none")
+    assert.is_true(after[2] > before[2], "second responder answered none")
+    assert.equal(200, (after[1] - before[1]) + (after[2] - before[2]))
+  end)
+
   it("calls a NestJS @MessagePattern service with kroute.request; a manual-commit NestJS consumer reads the result", function()
     local mlog = dir .. "/manual"
     local manual = node("manual-commit.js", {"--brokers", broker.addr}, mlog)

@@ -37,6 +37,8 @@ local function sh(cmd)
   return (out:gsub("%s+$", ""))
 end
 
+env.root = sh("pwd -P")
+
 function env.tmpdir()
   return sh("mktemp -d /tmp/kroute-spec.XXXXXX")
 end
@@ -83,17 +85,59 @@ function env.run_cmd(args, timeout_ms)
   return how == "exit" and code or 128 + code, out
 end
 
---- A standalone broker child: `kroute broker TOPIC:PARTS...`.
-function env.broker(topics)
+-- Which broker the integration specs run on: the mock cluster (default, fast)
+-- or real Apache Kafka started by spec/support/kafka.sh (KROUTE_TEST_BROKER=kafka).
+env.real = os.getenv("KROUTE_TEST_BROKER") == "kafka"
+env.broker_kind = env.real and "kafka" or "mock"
+local KAFKA_SH = "spec/support/kafka.sh"
+
+--- `it` on the mock only: the test drives the mock's fault injection, which
+-- real Kafka has no counterpart for. On real Kafka it is reported as pending.
+-- (busted's `it` and `pending` live in the spec file's environment, not in
+-- this module's: they are taken from the busted API table.)
+function env.it_mock(name, fn)
+  local busted = require "busted"
+  if env.real then busted.pending(name .. " [mock fault injection]") else busted.it(name, fn) end
+end
+
+--- `it` on real Kafka only (a 3-node cluster, real metadata...).
+function env.it_real(name, fn)
+  local busted = require "busted"
+  if env.real then busted.it(name, fn) else busted.pending(name .. " [real Kafka only]") end
+end
+
+local function split_topic(spec)
+  local name, parts = spec:match("^(.-):(%d+)$")
+  return name or spec, tonumber(parts) or 1
+end
+
+-- The mock: a `kroute broker TOPIC:PARTS...` child, or with opts.in_process
+-- an in-process mock cluster of opts.nodes brokers (b.mock: fault injection).
+local function mock_broker(topics, opts)
+  local b = {kind = "mock"}
+  if opts.in_process then
+    local mc = ts.mock_cluster(opts.nodes or 1)
+    b.mock, b.addr = mc, mc:bootstraps()
+    function b.create_topic(name, parts) return mc:create_topic(name, parts) end
+    for _, t in ipairs(topics) do assert(b.create_topic(split_topic(t))) end
+    function b.stop()
+      if b.stopped then return end
+      b.stopped = true
+      mc:close()
+    end
+    return b
+  end
   local dir = env.tmpdir()
   local argv = {env.bin, "broker"}
-  for _, t in ipairs(topics or {}) do argv[#argv + 1] = t end
-  local b = {dir = dir}
+  for _, t in ipairs(topics) do argv[#argv + 1] = t end
+  b.dir = dir
   b.pid = ts.spawn(argv, {stdout = dir .. "/addr", stderr = dir .. "/log"})
   b.addr = env.wait_for(function()
     return env.read(dir .. "/addr"):match("^(%S+)\n")
   end, 10000)
   assert(b.addr, "kroute broker printed no address: " .. env.read(dir .. "/log"))
+  -- the mock creates a topic (4 partitions) on its first metadata request
+  function b.create_topic() return true end
   function b.stop()
     if b.stopped then return end
     b.stopped = true
@@ -102,6 +146,51 @@ function env.broker(topics)
     os.execute("rm -rf '" .. dir .. "'")
   end
   return b
+end
+
+-- Real Kafka: a fresh KRaft cluster of opts.nodes (1 or 3) per call, so
+-- every spec file has the topics, groups and offsets to itself. With 3
+-- nodes topics get replication factor 3 and min.insync.replicas 2.
+local function real_broker(topics, opts)
+  local nodes = opts.nodes or 1
+  os.execute("mkdir -p .build/kafka/run")
+  local dir = sh("mktemp -d " .. env.root .. "/.build/kafka/run/spec.XXXXXX")
+  local b = {kind = "kafka", dir = dir, nodes = nodes}
+  -- (its errors go beside DIR: start wants DIR empty)
+  local out = sh(("%s start '%s' %d 2>'%s.err'"):format(KAFKA_SH, dir, nodes, dir))
+  b.addr = out:match("([%w%.:,]+)$")
+  assert(b.addr and b.addr:match(":%d+"), "kafka.sh start failed: " .. out .. "\n"
+         .. env.read(dir .. ".err"))
+  os.remove(dir .. ".err")
+  local topic_opts = {replication = nodes >= 3 and 3 or 1,
+                      config = nodes >= 3 and {["min.insync.replicas"] = "2"} or nil}
+  function b.create_topic(name, parts)
+    return ts.create_topics(b.addr, {name .. ":" .. (parts or 1)}, topic_opts)
+  end
+  if #topics > 0 then assert(ts.create_topics(b.addr, topics, topic_opts)) end
+  --- SIGKILLs node n (1-based) and later starts it again with its data.
+  function b.kill_node(n) assert(os.execute(("%s kill '%s' %d"):format(KAFKA_SH, dir, n))) end
+  --- SIGTERMs node n and waits for it to stop (a graceful shutdown).
+  function b.stop_node(n) assert(os.execute(("%s term '%s' %d"):format(KAFKA_SH, dir, n))) end
+  function b.restart_node(n)
+    assert(os.execute(("%s restart '%s' %d >/dev/null"):format(KAFKA_SH, dir, n)))
+  end
+  function b.stop()
+    if b.stopped then return end
+    b.stopped = true
+    os.execute(("%s stop '%s'"):format(KAFKA_SH, dir))
+  end
+  return b
+end
+
+--- A broker with `topics` ("name:partitions") created: {addr, stop(),
+-- create_topic(name, parts), kind = "mock"|"kafka"}. opts.nodes: brokers in
+-- the cluster; opts.in_process: on the mock, an in-process cluster whose
+-- fault injection is b.mock (nil on real Kafka).
+function env.broker(topics, opts)
+  opts = opts or {}
+  if env.real then return real_broker(topics or {}, opts) end
+  return mock_broker(topics or {}, opts)
 end
 
 -- Fast-reacting consumer settings for the mock broker (see MOCK-BROKER.md).
