@@ -88,7 +88,6 @@ end
 -- Which broker the integration specs run on: the mock cluster (default, fast)
 -- or real Apache Kafka started by spec/support/kafka.sh (KROUTE_TEST_BROKER=kafka).
 env.real = os.getenv("KROUTE_TEST_BROKER") == "kafka"
-env.broker_kind = env.real and "kafka" or "mock"
 local KAFKA_SH = "spec/support/kafka.sh"
 
 --- `it` on the mock only: the test drives the mock's fault injection, which
