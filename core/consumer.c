@@ -196,6 +196,25 @@ void kr_consumer_pause(kr_consumer_t *c, const char *topic, int32_t partition, i
     rd_kafka_topic_partition_list_destroy(list);
 }
 
+int kr_consumer_seek(kr_consumer_t *c, const rd_kafka_topic_partition_list_t *to)
+{
+    int rc = 0;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_copy(to);
+    rd_kafka_error_t *error = rd_kafka_seek_partitions(c->rk, l, 5000);
+    if (error) {
+        kr_error("consumer", "group=%s seek: %s", c->group, rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        rc = -1;
+    }
+    for (int i = 0; i < l->cnt; i++)
+        if (l->elems[i].err && (rc = -1))
+            kr_error("consumer", "group=%s seek %s[%d]@%lld: %s", c->group, l->elems[i].topic,
+                     (int)l->elems[i].partition, (long long)l->elems[i].offset,
+                     rd_kafka_err2str(l->elems[i].err));
+    rd_kafka_topic_partition_list_destroy(l);
+    return rc;
+}
+
 const char *kr_consumer_group(const kr_consumer_t *c)
 {
     return c->group;

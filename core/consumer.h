@@ -37,6 +37,10 @@ void kr_consumer_store(kr_consumer_t *c, const char *topic, int32_t partition, i
 /* Synchronous commit of everything stored. */
 void kr_consumer_commit(kr_consumer_t *c);
 void kr_consumer_pause(kr_consumer_t *c, const char *topic, int32_t partition, int pause);
+/* Moves the fetch position of assigned partitions to each element's offset:
+ * messages already fetched past it are discarded and fetched again.
+ * Returns 0, or -1 (logged) when a partition could not be moved. */
+int kr_consumer_seek(kr_consumer_t *c, const rd_kafka_topic_partition_list_t *to);
 const char *kr_consumer_group(const kr_consumer_t *c);
 /* The distinct topics of the current assignment (caller frees each and
  * the array). */

@@ -121,6 +121,8 @@ struct kr_dispatch {
     size_t inflight;
     size_t retrying;  /* messages waiting for a retry */
     int fatal;
+    int rewind;       /* an output failed by the producer: kr_dispatch_rewind */
+    size_t rewinds;   /* ...done so far */
     unsigned rr;      /* ordering: none round robin */
     kr_requester_t *rq;
     kr_inmsg_t **parked; /* requests waiting for their reply partition */
@@ -202,6 +204,11 @@ void kr_dispatch_render_metrics(kr_dispatch_t *d, kr_buf_t *out)
                       "Messages consumed and not yet committable");
     char line[64];
     int n = snprintf(line, sizeof(line), "kroute_messages_inflight %zu\n", d->inflight);
+    kr_buf_add(out, line, (size_t)n);
+    kr_metrics_family(out, "kroute_rewinds_total", "counter",
+                      "Times partitions went back to their first unfinished input because "
+                      "the producer failed outputs (lost idempotence state, replaced producer)");
+    n = snprintf(line, sizeof(line), "kroute_rewinds_total %zu\n", d->rewinds);
     kr_buf_add(out, line, (size_t)n);
 }
 
@@ -1342,10 +1349,23 @@ void kr_dispatch_delivered(void *ctx, void *msg_opaque, rd_kafka_resp_err_t err)
     kr_dispatch_t *d = ctx;
     kr_out_t *out = msg_opaque;
     kr_inmsg_t *m = out->m;
-    if (err == RD_KAFKA_RESP_ERR__FATAL) {
-        /* the producer is done for: no DLQ copy can be made either, so
-         * store nothing more and let the router exit non-zero */
-        d->fatal = 1;
+    if (err && (kr_producer_err_own(err) || kr_producer_fatal(d->p, NULL, 0))) {
+        /* the producer failed, not the record (its idempotence state was
+         * lost in a leader change, or it was purged): nothing of this lane
+         * is stored past m, and kr_dispatch_rewind has its inputs handled
+         * again, in order, rather than dead-lettering a good event */
+        if (!d->rewind && !d->draining)
+            kr_warn("dispatch", "route=%s topic=%s partition=%d offset=%lld: output to %s "
+                                "failed in the producer (%s): handling the partitions' "
+                                "unfinished inputs again",
+                    out->route->name, m->view.topic, (int)m->view.partition,
+                    (long long)m->view.offset, out->topic, rd_kafka_err2str(err));
+        d->rewind = 1;
+        free(out);
+        m->pending--;
+        if (!m->lane && m->pending == 0 && !m->running)
+            inmsg_free(d, m);
+        return;
     } else if (err && out->is_dlq && kr_producer_err_per_message(err)) {
         /* this copy can never be delivered (it was already truncated to
          * the producer's limit; a broker may allow less): stopping would
@@ -1455,6 +1475,53 @@ void kr_dispatch_revoked(void *ctx, const rd_kafka_topic_partition_list_t *parts
         *slot = lane->hnext;
         lane_drop(d, lane);
     }
+}
+
+int kr_dispatch_rewind_wanted(const kr_dispatch_t *d)
+{
+    return d->rewind && !d->draining && !d->fatal;
+}
+
+/* Every lane with messages not yet stored goes back to its first one: the
+ * lane is dropped (as on a revoke, but the partition stays ours) and its
+ * consumer seeks there, so those inputs are fetched and handled again in
+ * offset order. Their outputs that did land are produced twice
+ * (at-least-once); none is skipped, and a key's outputs keep their order. */
+void kr_dispatch_rewind(kr_dispatch_t *d)
+{
+    size_t lanes = 0;
+    for (size_t gi = 0; gi < d->group_cnt; gi++) {
+        kr_group_t *g = d->groups[gi];
+        rd_kafka_topic_partition_list_t *to = rd_kafka_topic_partition_list_new(8);
+        for (size_t b = 0; b < LANE_BUCKETS; b++) {
+            kr_lane_t **slot = &g->buckets[b];
+            while (*slot) {
+                kr_lane_t *lane = *slot;
+                if (!lane->head) {
+                    slot = &lane->hnext;
+                    continue;
+                }
+                rd_kafka_topic_partition_list_add(to, lane->topic, lane->partition)->offset =
+                    lane->head->rkm->offset;
+                if (lane->paused && g->c)
+                    kr_consumer_pause(g->c, lane->topic, lane->partition, 0);
+                *slot = lane->hnext;
+                lane_drop(d, lane);
+                lanes++;
+            }
+        }
+        if (g->c && to->cnt && kr_consumer_seek(g->c, to) < 0) {
+            /* what was dropped would be skipped by the next stored offset:
+             * stop storing and exit, the committed offsets are still right */
+            kr_error("dispatch", "group=%s: cannot go back to the unfinished inputs, stopping",
+                     g->name);
+            d->fatal = 1;
+        }
+        rd_kafka_topic_partition_list_destroy(to);
+    }
+    d->rewind = 0;
+    d->rewinds++;
+    kr_warn("dispatch", "rewound %zu partition(s) to their first unfinished input", lanes);
 }
 
 size_t kr_dispatch_inflight(const kr_dispatch_t *d)

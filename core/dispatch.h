@@ -72,6 +72,13 @@ void kr_dispatch_message(kr_group_t *g, rd_kafka_message_t *rkm);
  * times out requests. Returns ms until the next deadline, or -1. */
 int kr_dispatch_tick(kr_dispatch_t *d);
 /* Messages consumed but not yet committed-ready. */
+/* Non-zero when the producer failed an output (not the record's fault):
+ * the router then calls kr_dispatch_rewind, after replacing a fatal
+ * producer. */
+int kr_dispatch_rewind_wanted(const kr_dispatch_t *d);
+/* Sends every partition with unstored messages back to its first one
+ * (seek) and forgets the rest of it: those inputs are handled again. */
+void kr_dispatch_rewind(kr_dispatch_t *d);
 size_t kr_dispatch_inflight(const kr_dispatch_t *d);
 /* Stops handling: drops messages not yet handled (they were not
  * committed, so they are redelivered) and waits up to timeout_ms for the

@@ -143,9 +143,37 @@ int kr_producer_err_per_message(rd_kafka_resp_err_t err)
     }
 }
 
+int kr_producer_err_own(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR__FATAL:
+    case RD_KAFKA_RESP_ERR__GAPLESS_GUARANTEE:
+    case RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_PRODUCER_ID:
+    case RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH:
+    case RD_KAFKA_RESP_ERR_PRODUCER_FENCED:
+    case RD_KAFKA_RESP_ERR__PURGE_QUEUE:
+    case RD_KAFKA_RESP_ERR__PURGE_INFLIGHT:
+    case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__TIMED_OUT_QUEUE:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 int kr_producer_fatal(kr_producer_t *p, char *errstr, size_t errsize)
 {
-    return rd_kafka_fatal_error(p->rk, errstr, errsize) != RD_KAFKA_RESP_ERR_NO_ERROR;
+    char none[8];
+    return rd_kafka_fatal_error(p->rk, errstr ? errstr : none, errstr ? errsize : sizeof(none)) !=
+           RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+int kr_producer_purge(kr_producer_t *p, int timeout_ms)
+{
+    rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT |
+                              RD_KAFKA_PURGE_F_NON_BLOCKING);
+    return kr_producer_flush(p, timeout_ms);
 }
 
 rd_kafka_t *kr_producer_handle(kr_producer_t *p)

@@ -38,8 +38,18 @@ size_t kr_producer_record_size(size_t key_len, size_t value_len,
  * too large (client or broker limit) or invalid. Sending other records,
  * or a smaller copy of this one, can still succeed. */
 int kr_producer_err_per_message(rd_kafka_resp_err_t err);
-/* Non-zero once librdkafka raised a fatal (idempotence) error. */
+/* Non-zero for errors where the producer, not the record, failed: its
+ * idempotence state was lost (a fatal error, an out-of-order or unknown
+ * producer id after a leader change), the record was purged or timed out.
+ * The same record, produced again, can succeed. */
+int kr_producer_err_own(rd_kafka_resp_err_t err);
+/* Non-zero once librdkafka raised a fatal (idempotence) error: the handle
+ * accepts nothing more and must be replaced. errstr may be NULL. */
 int kr_producer_fatal(kr_producer_t *p, char *errstr, size_t errsize);
+/* Fails every record still queued or in flight (their reports come with
+ * _PURGE_QUEUE/_PURGE_INFLIGHT on the next polls) and waits up to
+ * timeout_ms for those reports; returns how many are still outstanding. */
+int kr_producer_purge(kr_producer_t *p, int timeout_ms);
 rd_kafka_t *kr_producer_handle(kr_producer_t *p);
 void kr_producer_free(kr_producer_t *p);
 

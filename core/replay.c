@@ -16,6 +16,7 @@
 
 #include "kafkaconf.h"
 #include "log.h"
+#include "watermarks.h"
 
 typedef struct part {
     int32_t id;
@@ -111,25 +112,32 @@ static int plan(replay_t *r)
         rd_kafka_topic_partition_list_destroy(committed);
         return -1;
     }
-    for (int i = 0; i < r->part_cnt; i++) {
+    /* bounded even while a partition has no leader (see watermarks.h) */
+    int32_t *ids = calloc((size_t)r->part_cnt + 1, sizeof(*ids));
+    int64_t *lo = calloc((size_t)r->part_cnt + 1, sizeof(*lo));
+    int64_t *hi = calloc((size_t)r->part_cnt + 1, sizeof(*hi));
+    for (int i = 0; i < r->part_cnt; i++)
+        ids[i] = r->parts[i].id;
+    char why[512];
+    int rc = kr_watermarks_query(r->consumer, o->topic, ids, r->part_cnt, lo, hi, 10000, why,
+                                 sizeof(why));
+    if (rc != 0)
+        kr_error("replay", "cannot read the watermarks of %s", why);
+    for (int i = 0; rc == 0 && i < r->part_cnt; i++) {
         part_t *p = &r->parts[i];
-        int64_t lo, hi;
-        err = rd_kafka_query_watermark_offsets(r->consumer, o->topic, p->id, &lo, &hi, 10000);
-        if (err) {
-            kr_error("replay", "%s[%d]: %s", o->topic, (int)p->id, rd_kafka_err2str(err));
-            rd_kafka_topic_partition_list_destroy(committed);
-            return -1;
-        }
         int64_t last = o->from_offset < 0 ? committed->elems[i].offset : o->from_offset;
-        p->start = last >= lo ? last : lo;
-        p->stop = o->until_offset >= 0 && o->until_offset < hi ? o->until_offset : hi;
+        p->start = last >= lo[i] ? last : lo[i];
+        p->stop = o->until_offset >= 0 && o->until_offset < hi[i] ? o->until_offset : hi[i];
         if (p->start > p->stop)
             p->start = p->stop;
         r->total += p->stop - p->start;
         p->done = p->start >= p->stop;
     }
+    free(ids);
+    free(lo);
+    free(hi);
     rd_kafka_topic_partition_list_destroy(committed);
-    return 0;
+    return rc;
 }
 
 static void show_progress(replay_t *r, int final)

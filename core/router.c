@@ -161,6 +161,7 @@ typedef struct router {
     kr_dispatch_t *d;
     kr_pool_t *pool;
     kr_producer_t *p;
+    rd_kafka_queue_t *pq;     /* p's main queue, which wakes the event loop */
     kr_requester_t *rq;
     kr_watch_t *watch;
     kr_admin_t *admin;
@@ -556,6 +557,54 @@ static int admin_answer(void *ctx, const char *method, const char *path, int aga
     return 404;
 }
 
+/* Gives the dispatcher a producer made from the live generation's
+ * settings, its delivery reports waking the event loop. */
+static int open_producer(router_t *rt, char *err, size_t errsize)
+{
+    const kr_config_t *cfg = kr_dispatch_gen(rt->d)->cfg;
+    rt->p = kr_producer_new(rt->brokers, &cfg->producer, kr_dispatch_delivered, rt->d, err,
+                            errsize);
+    if (!rt->p)
+        return -1;
+    kr_dispatch_set_producer(rt->d, rt->p);
+    rt->pq = rd_kafka_queue_get_main(kr_producer_handle(rt->p));
+    rd_kafka_queue_io_event_enable(rt->pq, wake_pipe[1], "p", 1);
+    return 0;
+}
+
+static void close_producer(router_t *rt)
+{
+    if (rt->pq) {
+        rd_kafka_queue_io_event_enable(rt->pq, -1, NULL, 0);
+        rd_kafka_queue_destroy(rt->pq);
+        rt->pq = NULL;
+    }
+    kr_producer_free(rt->p);
+    rt->p = NULL;
+}
+
+/* A fatal producer error (librdkafka gives up an idempotent producer whose
+ * sequence the broker no longer agrees with, e.g. after a leader change)
+ * need not end kroute: what it still held is failed and reported (each
+ * report asks for a rewind), a new producer takes over, and the unfinished
+ * inputs are handled again. Returns -1 if no producer can be made. */
+static int replace_producer(router_t *rt, const char *why)
+{
+    kr_error("router", "fatal producer error: %s; replacing the producer and handling the "
+                       "unfinished inputs again", why);
+    int left = kr_producer_purge(rt->p, 10000);
+    if (left)
+        kr_warn("router", "%d output(s) of the failed producer unreported after 10 s", left);
+    kr_dispatch_set_producer(rt->d, NULL);
+    close_producer(rt);
+    char err[512];
+    if (open_producer(rt, err, sizeof(err)) < 0) {
+        kr_error("router", "cannot make a new producer: %s", err);
+        return -1;
+    }
+    return 0;
+}
+
 /* Serves the groups until a stop signal or a fatal error. */
 static void event_loop(router_t *rt)
 {
@@ -593,10 +642,13 @@ static void event_loop(router_t *rt)
         int next = kr_dispatch_tick(d);
         kr_dispatch_flush_jobs(d); /* anything a reply or a retry queued */
         char pfatal[256];
-        if (kr_producer_fatal(rt->p, pfatal, sizeof(pfatal))) {
-            kr_error("router", "fatal producer error: %s", pfatal);
+        if (kr_producer_fatal(rt->p, pfatal, sizeof(pfatal)) && replace_producer(rt, pfatal) < 0) {
             kr_dispatch_set_fatal(d);
             break;
+        }
+        if (kr_dispatch_rewind_wanted(d)) {
+            kr_dispatch_rewind(d);
+            continue;
         }
         if (got)
             continue;
@@ -623,7 +675,6 @@ int kr_router_run(const kr_router_opts_t *o)
     int rc = 1;
     kr_errors_t errs = {0};
     kr_broker_t *broker = NULL;
-    rd_kafka_queue_t *pq = NULL;
     router_t rt_s, *rt = &rt_s;
     memset(rt, 0, sizeof(*rt));
     rt->o = o;
@@ -679,15 +730,10 @@ int kr_router_run(const kr_router_opts_t *o)
             cfg->route_cnt, cfg->file_cnt, rt->brokers, cfg->group, rt->gopts.workers);
     log_routes(cfg, KR_LOG_INFO);
 
-    rt->p = kr_producer_new(rt->brokers, &cfg->producer, kr_dispatch_delivered, rt->d, err,
-                            sizeof(err));
-    if (!rt->p) {
+    if (open_producer(rt, err, sizeof(err)) < 0) {
         kr_error("router", "%s", err);
         goto out;
     }
-    kr_dispatch_set_producer(rt->d, rt->p);
-    pq = rd_kafka_queue_get_main(kr_producer_handle(rt->p));
-    rd_kafka_queue_io_event_enable(pq, wake_pipe[1], "p", 1);
 
     /* one consumer per group: the default group and every route's own */
     if (open_groups(rt, err, sizeof(err)) < 0) {
@@ -735,11 +781,7 @@ out:
             kr_consumer_close(kr_group_consumer(g));
         kr_group_set_consumer(g, NULL);
     }
-    if (pq) {
-        rd_kafka_queue_io_event_enable(pq, -1, NULL, 0);
-        rd_kafka_queue_destroy(pq);
-    }
-    kr_producer_free(rt->p);
+    close_producer(rt);
     kr_pool_free(rt->pool); /* joined: no VM is in use from here on */
     if (rt->export) { /* a reload still waiting: its calls ran before the threads ended */
         kr_gen_export_free(rt->export);

@@ -4,10 +4,11 @@
 # (", N skipped" when some are pending). Exit status 1 if anything failed.
 #   unit         spec/unit + every examples/*/ spec (the C core as a Lua module)
 #   integration  spec/integration: the kroute binary against the mock broker
-#   kafka        spec/integration again against real Apache Kafka (spec/support/kafka.sh)
+#   kafka        spec/integration again against real Apache Kafka (spec/support/kafka.sh
+#                fetches it through Maven into .build/kafka on first use)
 #   asan         spec/integration again with the AddressSanitizer+UBSan build, on the mock
-# `all` runs the kafka suite only with KROUTE_TEST_BROKER=kafka (then in place of the mock run);
-# integration-file runs on the broker it names (mock when unset).
+# `all` runs both brokers; KROUTE_TEST_BROKER=mock or =kafka keeps only that one's
+# integration run. integration-file runs on the broker it names (mock when unset).
 #   (unit also replays the fuzz corpus, spec/fuzz/corpus, under ASan+UBSan)
 cd "$(dirname "$0")/.." || exit 2
 export LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;"
@@ -54,11 +55,15 @@ all | integration)
 esac
 case $suite in
 all | kafka)
-    # not yet part of `all` unless asked for: the real-Kafka tier is new
-    if [ "$suite" = kafka ] || [ "$only" = kafka ]; then
-        # every JVM a spec started is stopped even when busted itself died
-        run_suite kafka env KROUTE_TEST_BROKER=kafka $busted -o TAP \
-            spec/unit/testsupport_admin_spec.lua spec/integration
+    if [ "$suite" = kafka ] || [ "$only" != mock ]; then
+        if sh spec/support/kafka.sh fetch; then
+            run_suite kafka env KROUTE_TEST_BROKER=kafka $busted -o TAP \
+                spec/unit/testsupport_admin_spec.lua spec/integration
+        else
+            echo "== kafka: Apache Kafka could not be fetched through Maven (see above)"
+            failed=$((failed + 1))
+        fi
+        # every JVM a spec started is stopped, also when busted itself died
         spec/support/kafka.sh stop-all
     fi ;;
 esac

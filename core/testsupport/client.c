@@ -13,6 +13,7 @@
 #include <lauxlib.h>
 
 #include "../clock.h"
+#include "../watermarks.h"
 
 /* ---------------------------------------------------------------- produce */
 
@@ -331,17 +332,17 @@ static int kr_ts_high_watermarks(lua_State *L)
         return kr_ts_fail(L, "high_watermarks: %s", err);
     if (kr_ts_load_partitions(res, topic, KR_TS_META_MS, err, sizeof(err)) != 0)
         return kr_ts_fail(L, "high_watermarks: no metadata for topic %s: %s", topic, err);
-    lua_createtable(L, 0, res->parts->cnt);
-    for (int i = 0; i < res->parts->cnt; i++) {
-        int32_t p = res->parts->elems[i].partition;
-        int64_t lo, hi;
-        rd_kafka_resp_err_t e =
-            rd_kafka_query_watermark_offsets(res->rk, topic, p, &lo, &hi, KR_TS_META_MS);
-        if (e)
-            return kr_ts_fail(L, "high_watermarks: %s [%d]: %s", topic, (int)p,
-                              rd_kafka_err2str(e));
-        lua_pushinteger(L, hi);
-        lua_rawseti(L, -2, p);
+    int n = res->parts->cnt;
+    int32_t ids[n + 1];
+    int64_t lo[n + 1], hi[n + 1];
+    for (int i = 0; i < n; i++)
+        ids[i] = res->parts->elems[i].partition;
+    if (kr_watermarks_query(res->rk, topic, ids, n, lo, hi, KR_TS_META_MS, err, sizeof(err)) != 0)
+        return kr_ts_fail(L, "high_watermarks: %s", err);
+    lua_createtable(L, 0, n);
+    for (int i = 0; i < n; i++) {
+        lua_pushinteger(L, hi[i]);
+        lua_rawseti(L, -2, ids[i]);
     }
     return 1;
 }
@@ -366,15 +367,17 @@ static int kr_ts_wm_sum(lua_State *L)
     const char *topic = luaL_checkstring(L, 2);
     lua_Integer n = luaL_checkinteger(L, 3);
     luaL_argcheck(L, *rk, 1, "closed");
+    luaL_argcheck(L, n >= 0 && n <= 4096, 3, "partition count out of range");
+    int32_t ids[n + 1];
+    int64_t lo[n + 1], hi[n + 1];
+    for (lua_Integer p = 0; p < n; p++)
+        ids[p] = (int32_t)p;
+    char err[512];
+    if (kr_watermarks_query(*rk, topic, ids, (int)n, lo, hi, KR_TS_META_MS, err, sizeof(err)) != 0)
+        return kr_ts_fail(L, "watermarks: %s", err);
     lua_Integer sum = 0;
-    for (lua_Integer p = 0; p < n; p++) {
-        int64_t lo, hi;
-        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(*rk, topic, (int32_t)p, &lo,
-                                                                 &hi, KR_TS_META_MS);
-        if (e)
-            return kr_ts_fail(L, "watermarks: %s [%d]: %s", topic, (int)p, rd_kafka_err2str(e));
-        sum += hi;
-    }
+    for (lua_Integer p = 0; p < n; p++)
+        sum += hi[p];
     lua_pushinteger(L, sum);
     return 1;
 }

@@ -189,6 +189,10 @@ offsets.topic.num.partitions=4
 transaction.state.log.num.partitions=4
 share.coordinator.state.topic.num.partitions=4
 group.initial.rebalance.delay.ms=0
+# Limit specs produce 1 MiB inputs (the broker's default limit is 1 MiB plus
+# batch overhead); kroute's own producer limit is what they test.
+message.max.bytes=4194304
+replica.fetch.max.bytes=4194304
 # Failover tests: a killed node is fenced (and leaves the ISR, unblocking
 # acks=all) after 4 s instead of 9 s.
 broker.heartbeat.interval.ms=500
@@ -321,7 +325,9 @@ EOF
 
 	# A static quorum (controller.quorum.voters) needs no --initial-controllers
 	# or --standalone when formatting; every node gets the same cluster id.
-	cid=$($PY -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+	# (a cluster id is 16 random bytes in unpadded base64url: 22 characters)
+	cid=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+	[ ${#cid} -eq 22 ] || die "cannot make a cluster id (got '$cid')"
 	pids=""
 	for n in $(seq "$nodes"); do
 		write_config "$dir" "$n" "$nodes" "$voters"
