@@ -79,8 +79,8 @@ describe("a 3-node Kafka cluster", function()
     for _ = 1, 2 do
       local node, leads = busiest_node(broker.addr, {"ha.in", "ha.out"}, killed)
       killed[node] = true
-      -- (counted before the kill: librdkafka 2.0.2's watermark query can hang
-      -- while a partition's leader is dead and not yet replaced)
+      -- (counted before the kill: while a partition's leader is dead and not
+      -- yet replaced its watermarks cannot be read, the query times out)
       log[#log + 1] = ("kill node %d (led %d partitions) at %d outputs"):format(
         node, leads, stream.produced(broker.addr, "ha.out"))
       broker.kill_node(node)
@@ -128,7 +128,10 @@ describe("a 3-node Kafka cluster", function()
     send()
     for i = 2, 3 do -- scale out while events flow
       members[i] = env.kroute(d, broker.addr)
-      assert.is_truthy(members[i]:wait_assigned(60000), members[i]:logtext())
+      -- cooperative-sticky: a joining member's first assignment is empty, its
+      -- partitions come in the second round, when the group has settled
+      assert.is_truthy(members[i]:wait_log("assigned [1-9]%d* partition", 60000),
+                       members[i]:logtext())
       send()
     end
     local group_log = {}
@@ -166,8 +169,12 @@ describe("a 3-node Kafka cluster", function()
       sent, total, #missing, total - distinct, violations))
     assert.same({}, {table.unpack(missing, 1, math.min(20, #missing))})
     assert.equal(sent, distinct)
-    -- duplicates are reported, not asserted: a member stopping while the
-    -- group rebalances cannot commit with librdkafka 2.0.2 (0 to ~900 seen)
+    -- each member commits before it hands partitions over, and real Kafka
+    -- accepts those commits: 0 duplicates in every run measured. (A member
+    -- stopped while the group is still rebalancing cannot commit with
+    -- librdkafka 2.0.2, hence the waits above; the slack is for a commit
+    -- lost to a coordinator hiccup, not for that.)
+    assert.is_true(total - distinct <= 100, ("%d duplicates"):format(total - distinct))
   end)
 
   env.it_real("picks up a topic created while it runs with a glob route", function()

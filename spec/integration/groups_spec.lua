@@ -71,16 +71,20 @@ routes:
     assert.is_truthy(a:wait_assigned(30000))
     produce(1, 2000)
     local b = env.kroute(dir, broker.addr)
-    -- b joins: a gives up some partitions (incrementally), b takes them
-    assert.is_truthy(b:wait_assigned(40000), b:logtext())
+    -- b joins: a gives up some partitions (incrementally), b takes them in
+    -- the second round (its first assignment is empty): the group has
+    -- settled only then
+    assert.is_truthy(b:wait_log("assigned [1-9]%d* partition", 40000), b:logtext())
     produce(2001, 4000)
     assert.matches("revoked %d+ partition", a:logtext())
     -- a leaves gracefully: its partitions move to b
     assert.equal(0, a:stop())
     produce(4001, 6000)
-    local seen, distinct = {}, 0
+    local seen, distinct, total = {}, 0, 0
     env.wait_for(function()
-      for _, rec in ipairs(env.consume(broker.addr, "shared.out", 0, 5000)) do
+      local out = env.consume(broker.addr, "shared.out", 0, 5000)
+      total = #out
+      for _, rec in ipairs(out) do
         if not seen[rec.value] then seen[rec.value] = true; distinct = distinct + 1 end
       end
       return distinct == 6000
@@ -90,5 +94,10 @@ routes:
     b:cleanup()
     os.execute("rm -rf '" .. dir .. "'")
     assert.equal(6000, distinct)
+    -- real Kafka accepts the commits made while partitions are handed over, so
+    -- a graceful join and leave repeat nothing; the mock refuses commits
+    -- during a rebalance, and the next owner handles those events again
+    print(("# shared group: 6000 events, %d outputs (%d duplicates)"):format(total, total - 6000))
+    if env.real then assert.equal(6000, total) end
   end)
 end)
