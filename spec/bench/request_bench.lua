@@ -23,8 +23,10 @@ local node, json_lines = nest.node, nest.json_lines
 
 nest.install()
 
-local broker = env.broker{"echo:8", "echo.reply:4", "sum:8", "sum.reply:4", "calls.seq:1",
-                          "calls.par:16", "results:4"}
+local topics = nest.client_topics(8, 4)
+-- (print: the EventPattern of math-service.js)
+for _, t in ipairs{"print:4", "calls.seq:1", "calls.par:16", "results:4"} do topics[#topics + 1] = t end
+local broker = env.broker(topics)
 local dir = env.tmpdir()
 local results = {}
 

@@ -34,12 +34,10 @@ describe("NestJS interop", function()
 
   setup(function()
     nest.install()
-    local topics = {}
-    for _, p in ipairs{"sum", "max", "echo", "fail", "slow", "mul", "user.get"} do
-      topics[#topics + 1] = p .. ":4"
-      topics[#topics + 1] = p .. ".reply:4"
+    local topics = nest.client_topics(4, 4)
+    for _, t in ipairs{"user.get:4", "user.get.reply:4", "print:4", "orders:4", "order.enriched:4"} do
+      topics[#topics + 1] = t
     end
-    for _, t in ipairs{"print:4", "orders:4", "order.enriched:4"} do topics[#topics + 1] = t end
     broker = env.broker(topics)
     dir = env.tmpdir()
     router = env.kroute(ROUTES, broker.addr, {args = {"--brokers", broker.addr},

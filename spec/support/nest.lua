@@ -20,6 +20,19 @@ function nest.node(script, args, log)
 end
 
 --- The JSON objects an app printed, one per line, in order.
+-- The topics examples/nestjs/client.js needs: every pattern it may send
+-- (client.js PATTERNS) and its `.reply` topic, which ClientKafka must be
+-- assigned before it sends. Real Kafka creates a missing one on first use,
+-- too late for kafkajs's first metadata request.
+function nest.client_topics(parts, reply_parts)
+  local topics = {}
+  for _, p in ipairs{"sum", "max", "echo", "fail", "slow", "mul"} do
+    topics[#topics + 1] = p .. ":" .. parts
+    topics[#topics + 1] = p .. ".reply:" .. reply_parts
+  end
+  return topics
+end
+
 function nest.json_lines(path)
   local out = {}
   for line in env.read(path):gmatch("[^\n]+") do
