@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "json.h"
 #include "log.h"
 #include "message.h"
@@ -128,13 +129,6 @@ struct kr_dispatch {
     kr_inmsg_t **parked; /* requests waiting for their reply partition */
     size_t parked_cnt, parked_cap;
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void *xcalloc(size_t n, size_t size)
 {
@@ -768,7 +762,7 @@ static const char *start_request(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route
     if (reply_partition == -2)
         return "kroute.request: the pattern is not listed in the route's `requests:`";
     if (!m->parked)
-        m->request_deadline_ms = now_ms() + m->run->request_timeout_ms;
+        m->request_deadline_ms = kr_clock_ms() + m->run->request_timeout_ms;
     if (reply_partition < 0) { /* reply topic not assigned yet: send when it is */
         if (!m->parked) {
             if (d->parked_cnt == d->parked_cap) {
@@ -936,7 +930,7 @@ static int finish_run(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route, 
                 route->name, msg->topic, (int)msg->partition, (long long)msg->offset,
                 m->attempt, route->attempts, (long long)delay, reason,
                 run->trace ? run->trace : "");
-        set_retry(d, m, now_ms() + delay);
+        set_retry(d, m, kr_clock_ms() + delay);
         stats(m, route)->retries++;
         run_free(m);
         return 1;
@@ -1311,7 +1305,7 @@ static int64_t tick_parked(kr_dispatch_t *d, int64_t now)
 
 int kr_dispatch_tick(kr_dispatch_t *d)
 {
-    int64_t now = now_ms(), next = -1;
+    int64_t now = kr_clock_ms(), next = -1;
     if (d->rq) {
         next = tick_parked(d, now);
         int n = kr_requester_expire(d->rq, now, on_reply, d);
@@ -1461,8 +1455,8 @@ void kr_dispatch_revoked(void *ctx, const rd_kafka_topic_partition_list_t *parts
     if (!lost && d->p) {
         /* let the outputs of handled messages land so their offsets can be
          * committed before another member takes the partitions over */
-        int64_t until = now_ms() + 10000;
-        while (lanes_pending(g, parts) && now_ms() < until && !d->fatal)
+        int64_t until = kr_clock_ms() + 10000;
+        while (lanes_pending(g, parts) && kr_clock_ms() < until && !d->fatal)
             kr_producer_poll(d->p, 20);
         if (g->c)
             kr_consumer_commit(g->c);
@@ -1546,9 +1540,9 @@ int kr_dispatch_drain(kr_dispatch_t *d, int timeout_ms)
             }
     /* runs in the pool end within their handler timeout; their VMs must
      * be idle before anything is freed */
-    int64_t until = now_ms() + timeout_ms;
+    int64_t until = kr_clock_ms() + timeout_ms;
     kr_dispatch_flush_jobs(d);
-    while (d->running && now_ms() < until) {
+    while (d->running && kr_clock_ms() < until) {
         kr_dispatch_poll_jobs(d);
         if (d->p)
             kr_producer_poll(d->p, 1);

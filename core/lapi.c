@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "json.h"
 #include "log.h"
 #include "record.h"
@@ -130,9 +131,7 @@ static int l_now(lua_State *L)
 /* kroute.clock() -> seconds (float) on a monotonic clock, for timing  [-0, +1, -] */
 static int l_clock(lua_State *L)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+    lua_pushnumber(L, (lua_Number)kr_clock_ns() / 1e9);
     return 1;
 }
 

@@ -17,6 +17,7 @@
 
 #include "admin.h"
 #include "broker.h"
+#include "clock.h"
 #include "config.h"
 #include "consumer.h"
 #include "dispatch.h"
@@ -179,13 +180,6 @@ typedef struct router {
 
 #define DEBOUNCE_MS 50
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Gives a group a consumer subscribed to its topics. */
 static int open_group(router_t *rt, kr_group_t *g, char *err, size_t errsize)
 {
@@ -331,7 +325,7 @@ static int reload_build(router_t *rt, const char *why, kr_gen_export_t *states, 
     if (open_groups(rt, err, sizeof(err)) < 0)
         kr_error("reload", "%s", err);
     kr_info("reload", "%s: generation %llu live (%zu route(s), built in %lld ms)", why,
-            (unsigned long long)gen->id, gen->cfg->route_cnt, (long long)(mono_ms() - t0));
+            (unsigned long long)gen->id, gen->cfg->route_cnt, (long long)(kr_clock_ms() - t0));
     if (kr_log_enabled(KR_LOG_DEBUG))
         log_routes(gen->cfg, KR_LOG_DEBUG);
     set_last_reload(rt, why, 1, NULL);
@@ -354,11 +348,11 @@ static int reload(router_t *rt, const char *why)
     kr_gen_t *cur = kr_dispatch_gen(rt->d);
     kr_gen_export_t *x = kr_gen_export_start(cur, rt->pool, wake_pipe[1]);
     if (!x)
-        return reload_build(rt, why, NULL, mono_ms());
+        return reload_build(rt, why, NULL, kr_clock_ms());
     rt->export = x;
     rt->export_gen = cur; /* the export runs in its VMs: kept alive */
     kr_gen_ref(cur);
-    rt->export_t0 = mono_ms();
+    rt->export_t0 = kr_clock_ms();
     snprintf(rt->export_why, sizeof(rt->export_why), "%s", why);
     kr_debug("reload", "%s: reload_state() queued on the workers", why);
     return 1;
@@ -615,7 +609,7 @@ static void event_loop(router_t *rt)
             reload_requested = 0;
             reload(rt, "SIGHUP");
         }
-        if (rt->reload_at_ms && mono_ms() >= rt->reload_at_ms) {
+        if (rt->reload_at_ms && kr_clock_ms() >= rt->reload_at_ms) {
             rt->reload_at_ms = 0;
             reload(rt, "file change");
         }
@@ -654,7 +648,7 @@ static void event_loop(router_t *rt)
             continue;
         int timeout = next >= 0 && next < 100 ? next : 100;
         if (rt->reload_at_ms) {
-            int64_t left = rt->reload_at_ms - mono_ms();
+            int64_t left = rt->reload_at_ms - kr_clock_ms();
             timeout = left < timeout ? (int)(left > 0 ? left : 0) : timeout;
         }
         struct pollfd pfd[2] = {{.fd = wake_pipe[0], .events = POLLIN},
@@ -665,7 +659,7 @@ static void event_loop(router_t *rt)
             while (read(wake_pipe[0], buf, sizeof(buf)) > 0)
                 ;
             if (rt->watch && (pfd[1].revents & POLLIN) && kr_watch_read(rt->watch))
-                rt->reload_at_ms = mono_ms() + DEBOUNCE_MS; /* let the editor finish */
+                rt->reload_at_ms = kr_clock_ms() + DEBOUNCE_MS; /* let the editor finish */
         }
     }
 }
