@@ -18,7 +18,7 @@ LIBS    := -llua5.4 -lrdkafka -lyaml -lmicrohttpd -lpthread -lm
 
 BUILD   := .build
 # the router core: everything but the CLI and test-only bindings
-CORE_SRCS := log.c errors.c pattern.c config.c json.c message.c record.c lapi.c vm.c watermarks.c \
+CORE_SRCS := log.c errors.c pattern.c config.c json.c message.c record.c lapi.c vm.c watermarks.c health.c \
 	worker.c generation.c pool.c metrics.c graph.c spectest.c watch.c admin.c kafkaconf.c producer.c consumer.c nest.c requester.c dispatch.c broker.c router.c \
 	replay.c strbound.c
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/obj/%.o)

@@ -22,6 +22,7 @@
 #include "consumer.h"
 #include "dispatch.h"
 #include "generation.h"
+#include "health.h"
 #include "json.h"
 #include "log.h"
 #include "pattern.h"
@@ -163,6 +164,7 @@ typedef struct router {
     kr_pool_t *pool;
     kr_producer_t *p;
     rd_kafka_queue_t *pq;     /* p's main queue, which wakes the event loop */
+    kr_health_t *health_probe; /* broker reachability for /healthz */
     kr_requester_t *rq;
     kr_watch_t *watch;
     kr_admin_t *admin;
@@ -269,6 +271,33 @@ static void set_last_reload(router_t *rt, const char *why, int ok, const kr_erro
     rt->last_reload = b.data;
 }
 
+static const char *prop_value(const kr_props_t *props, const char *name)
+{
+    for (size_t i = 0; i < props->cnt; i++)
+        if (!strcmp(props->v[i].name, name))
+            return props->v[i].value;
+    return NULL;
+}
+
+/* librdkafka clients keep the settings they were made with: a reload
+ * cannot apply a changed kafka.consumer/producer property. Each one that
+ * was set, changed or removed is named (never its value: it may be a
+ * secret) with when it takes effect. */
+static void warn_restart_props(const char *section, const kr_props_t *was,
+                               const kr_props_t *now)
+{
+    for (size_t i = 0; i < now->cnt; i++) {
+        const char *old = prop_value(was, now->v[i].name);
+        if (!old || strcmp(old, now->v[i].value) != 0)
+            kr_warn("reload", "kafka.%s.%s %s: it takes effect only after a restart", section,
+                    now->v[i].name, old ? "changed" : "added");
+    }
+    for (size_t i = 0; i < was->cnt; i++)
+        if (!prop_value(now, was->v[i].name))
+            kr_warn("reload", "kafka.%s.%s removed: it takes effect only after a restart",
+                    section, was->v[i].name);
+}
+
 /* Builds a new generation off to the side (with the route state `states`
  * exported from the live one, or none) and swaps it in at message
  * boundaries; on any error the live one keeps serving. 0 or -1. */
@@ -290,6 +319,8 @@ static int reload_build(router_t *rt, const char *why, kr_gen_export_t *states, 
     }
     if (strcmp(gen->cfg->brokers, cur->cfg->brokers) != 0)
         kr_warn("reload", "kafka.brokers changed: restart kroute to connect elsewhere");
+    warn_restart_props("consumer", &cur->cfg->consumer, &gen->cfg->consumer);
+    warn_restart_props("producer", &cur->cfg->producer, &gen->cfg->producer);
     size_t group_cnt = kr_dispatch_group_count(rt->d);
     kr_group_t **changed = calloc(group_cnt + 1, sizeof(*changed));
     if (!changed)
@@ -395,8 +426,7 @@ static const char *unhealthy(router_t *rt)
 {
     if (stop_requested)
         return "draining: kroute is stopping";
-    char err[256];
-    if (kr_dispatch_fatal(rt->d) || kr_producer_fatal(rt->p, err, sizeof(err)))
+    if (kr_dispatch_fatal(rt->d))
         return "fatal error: kroute stopped storing offsets and is exiting";
     char route[128] = "?";
     double seconds = 0;
@@ -408,12 +438,8 @@ static const char *unhealthy(router_t *rt)
                  wedged, route, seconds);
         return rt->health;
     }
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t e = rd_kafka_metadata(kr_producer_handle(rt->p), 0, NULL, &md, 1000);
-    if (md)
-        rd_kafka_metadata_destroy(md);
-    if (e)
-        return "broker unreachable: no metadata answer within 1 s";
+    if (rt->health_probe && kr_health_check(rt->health_probe, rt->health, sizeof(rt->health)) < 0)
+        return rt->health;
     return NULL;
 }
 
@@ -728,6 +754,13 @@ int kr_router_run(const kr_router_opts_t *o)
         kr_error("router", "%s", err);
         goto out;
     }
+    if (rt->admin) {
+        rt->health_probe = kr_health_start(rt->brokers, &cfg->producer, err, sizeof(err));
+        if (!rt->health_probe) {
+            kr_error("router", "%s", err);
+            goto out;
+        }
+    }
 
     /* one consumer per group: the default group and every route's own */
     if (open_groups(rt, err, sizeof(err)) < 0) {
@@ -775,6 +808,7 @@ out:
             kr_consumer_close(kr_group_consumer(g));
         kr_group_set_consumer(g, NULL);
     }
+    kr_health_stop(rt->health_probe);
     close_producer(rt);
     kr_pool_free(rt->pool); /* joined: no VM is in use from here on */
     if (rt->export) { /* a reload still waiting: its calls ran before the threads ended */

@@ -215,6 +215,41 @@ return {
     r:cleanup()
   end)
 
+  it("names each kafka property a reload changed, and that it waits for a restart", function()
+    local dir = env.tmpdir()
+    local function routes(consumer, producer)
+      return ([[
+kafka:
+  brokers: ${TEST_BROKERS}
+  consumer: { %s }
+  producer: { %s }
+routes:
+  - { name: main, match: main.in, handler: copy.lua, to: main.out }
+]]):format(consumer, producer)
+    end
+    env.write(dir .. "/copy.lua", "return function(msg) return msg.value end\n")
+    env.write(dir .. "/r.yaml", routes("fetch.wait.max.ms: 10, session.timeout.ms: 6000",
+                                       "linger.ms: 2, batch.num.messages: 5000"))
+    local r = env.kroute(dir, broker.addr)
+    assert.is_truthy(r:wait_assigned(30000), r:logtext())
+    save(dir .. "/r.yaml", routes("fetch.wait.max.ms: 77, session.timeout.ms: 6000",
+                                  "linger.ms: 2, acks: all"))
+    assert.is_truthy(r:wait_log("generation 2 live", 10000), r:logtext())
+    local log = r:logtext()
+    assert.matches("kafka%.consumer%.fetch%.wait%.max%.ms changed: it takes effect only after a "
+                   .. "restart", log)
+    assert.matches("kafka%.producer%.acks added: it takes effect only after a restart", log)
+    assert.matches("kafka%.producer%.batch%.num%.messages removed: it takes effect only after a "
+                   .. "restart", log)
+    -- unchanged ones are not named, and no value is shown (it may be a secret)
+    assert.is_nil(log:match("session%.timeout%.ms changed"))
+    assert.is_nil(log:match("linger%.ms changed"))
+    assert.is_nil(log:match("77: it takes"))
+    assert.equal(0, r:stop())
+    r:cleanup()
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+
   it("adds and removes routes while running; a removed route's offsets are committed", function()
     local dir = env.tmpdir()
     env.write(dir .. "/main.yaml", env.fast_kafka .. [[
