@@ -99,6 +99,10 @@ static int kr_ts_produce(lua_State *L)
     static const char *const kv[] = {
         "linger.ms", "5",
         "batch.size", "65536",
+        /* records keep their order in a partition even when a first request
+         * is retried (a fresh topic's leader is not known at once on real
+         * Kafka): specs check per-key order and offset ranges */
+        "enable.idempotence", "true",
         "partitioner", "murmur2_random",
         /* specs feed inputs larger than kroute's producer may send (as a
          * client with a higher limit, or the broker's 1 MiB, would) */
