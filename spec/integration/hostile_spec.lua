@@ -191,8 +191,10 @@ end
     local batch = {}
     for i = 1, 10 do batch[i] = {key = "s" .. i, value = tostring(i)} end
     ts.produce(broker.addr, "stateful.in", batch)
-    local first = env.consume(broker.addr, "stateful.out", 1, 30000) -- the runs have begun
-    assert.equal(1, #first, router:logtext())
+    -- the runs have begun (one or a few may be out by the time it reads) and
+    -- most are still queued
+    local first = env.consume(broker.addr, "stateful.out", 1, 30000)
+    assert.is_true(#first >= 1 and #first < 10, router:logtext())
     local gen = router:reload_status().generation
     -- the POST waits for its reload; meanwhile the router answers at once
     local out = dir .. "/post.out"
