@@ -1,4 +1,4 @@
-/* nest.h - the NestJS Kafka wire format (see shared NESTJS-WIRE.md).
+/* nest.h - the NestJS Kafka wire format (the README's NestJS section).
  * Header names, recognising a request, the headers of a reply, and
  * correlation ids. Only byte-level rules live here; routing them is the
  * dispatcher's job and matching replies the requester's. */

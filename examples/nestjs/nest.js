@@ -131,7 +131,7 @@ function brokerList(brokers) {
 
 // ---- Kafka options shared by the apps -------------------------------------------------
 
-// Settings the mock broker needs (see shared/MOCK-BROKER.md): session timeout >= 4000,
+// Settings the mock broker needs (README, "Brokers kroute is tested on"): session timeout >= 4000,
 // a short fetch wait (an empty Fetch is held for the whole wait even when data arrives).
 const CONSUMER_TUNING = { maxWaitTimeInMs: 10, sessionTimeout: 6000, heartbeatInterval: 500 };
 

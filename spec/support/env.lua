@@ -192,7 +192,7 @@ function env.broker(topics, opts)
   return mock_broker(topics or {}, opts)
 end
 
--- Fast-reacting consumer settings for the mock broker (see MOCK-BROKER.md).
+-- Fast-reacting consumer settings for the mock broker (README, "Brokers kroute is tested on").
 env.fast_kafka = [[
 kafka:
   brokers: ${TEST_BROKERS}
