@@ -37,8 +37,8 @@ int kr_watermarks_query(rd_kafka_t *rk, const char *topic, const int32_t *partit
                         int64_t *lo, int64_t *hi, int timeout_ms, char *err, size_t errlen)
 {
     int64_t deadline = kr_clock_ms() + timeout_ms;
-    if (list_offsets(rk, topic, partitions, n, RD_KAFKA_OFFSET_BEGINNING, lo, timeout_ms, err,
-                     errlen) != 0)
+    if (lo && list_offsets(rk, topic, partitions, n, RD_KAFKA_OFFSET_BEGINNING, lo, timeout_ms,
+                           err, errlen) != 0)
         return -1;
     int64_t left = deadline - kr_clock_ms();
     return list_offsets(rk, topic, partitions, n, RD_KAFKA_OFFSET_END, hi,

@@ -15,8 +15,10 @@
 #include <librdkafka/rdkafka.h>
 
 /* Fills lo[i] and hi[i] for partitions[0..n-1] of topic within timeout_ms in
- * all. Returns 0, or -1 with a message in err (naming the partition when one
- * partition failed). rk is any client handle; it is borrowed. */
+ * all; lo may be NULL when only the high watermarks are wanted (one round
+ * trip instead of two). Returns 0, or -1 with a message in err (naming the
+ * partition when one partition failed). rk is any client handle; it is
+ * borrowed. */
 int kr_watermarks_query(rd_kafka_t *rk, const char *topic, const int32_t *partitions, int n,
                         int64_t *lo, int64_t *hi, int timeout_ms, char *err, size_t errlen);
 

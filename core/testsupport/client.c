@@ -338,10 +338,10 @@ static int kr_ts_high_watermarks(lua_State *L)
         return kr_ts_fail(L, "high_watermarks: no metadata for topic %s: %s", topic, err);
     int n = res->parts->cnt;
     int32_t ids[n + 1];
-    int64_t lo[n + 1], hi[n + 1];
+    int64_t hi[n + 1];
     for (int i = 0; i < n; i++)
         ids[i] = res->parts->elems[i].partition;
-    if (kr_watermarks_query(res->rk, topic, ids, n, lo, hi, KR_TS_META_MS, err, sizeof(err)) != 0)
+    if (kr_watermarks_query(res->rk, topic, ids, n, NULL, hi, KR_TS_META_MS, err, sizeof(err)) != 0)
         return kr_ts_fail(L, "high_watermarks: %s", err);
     lua_createtable(L, 0, n);
     for (int i = 0; i < n; i++) {
@@ -373,11 +373,11 @@ static int kr_ts_wm_sum(lua_State *L)
     luaL_argcheck(L, *rk, 1, "closed");
     luaL_argcheck(L, n >= 0 && n <= 4096, 3, "partition count out of range");
     int32_t ids[n + 1];
-    int64_t lo[n + 1], hi[n + 1];
+    int64_t hi[n + 1];
     for (lua_Integer p = 0; p < n; p++)
         ids[p] = (int32_t)p;
     char err[512];
-    if (kr_watermarks_query(*rk, topic, ids, (int)n, lo, hi, KR_TS_META_MS, err, sizeof(err)) != 0)
+    if (kr_watermarks_query(*rk, topic, ids, (int)n, NULL, hi, KR_TS_META_MS, err, sizeof(err)) != 0)
         return kr_ts_fail(L, "watermarks: %s", err);
     lua_Integer sum = 0;
     for (lua_Integer p = 0; p < n; p++)
