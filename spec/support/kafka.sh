@@ -325,7 +325,8 @@ EOF
 
 	# A static quorum (controller.quorum.voters) needs no --initial-controllers
 	# or --standalone when formatting; every node gets the same cluster id.
-	# (a cluster id is 16 random bytes in unpadded base64url: 22 characters)
+	# (a cluster id is 16 random bytes in unpadded base64url: 22 characters; it
+	# may begin with "-", so it is passed as --cluster-id=ID, never as a separate word)
 	cid=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
 	[ ${#cid} -eq 22 ] || die "cannot make a cluster id (got '$cid')"
 	pids=""
@@ -336,7 +337,7 @@ EOF
 			-Dlog4j2.configurationFile="$dir/log4j2.properties" \
 			-Dkafka.logs.dir="$dir/node$n" \
 			-cp "$LIB/*" kafka.tools.StorageTool format \
-			-t "$cid" -c "$dir/node$n/server.properties" \
+			--cluster-id="$cid" -c "$dir/node$n/server.properties" \
 			</dev/null >"$dir/node$n/format.log" 2>&1 &
 		pids="$pids $!"
 	done
