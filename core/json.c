@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "utf8.h"
+
 #define JSON_MAX_DEPTH 200
 
 static const char array_mt_key[] = "kroute.json.array";
@@ -56,10 +58,16 @@ static void lbuf_open(lbuf_t *b, lua_State *L)
     b->slot = lua_gettop(L);
 }
 
-static void lbuf_reserve(lbuf_t *b, size_t n)
+static void lbuf_grow(lbuf_t *b, size_t n);
+
+static inline void lbuf_reserve(lbuf_t *b, size_t n)
 {
-    if (b->cap - b->len >= n)
-        return;
+    if (b->cap - b->len < n)
+        lbuf_grow(b, n);
+}
+
+static void lbuf_grow(lbuf_t *b, size_t n)
+{
     size_t cap = b->cap;
     while (cap - b->len < n) {
         if (cap > SIZE_MAX / 4)
@@ -89,45 +97,19 @@ static void lbuf_addc(lbuf_t *b, char c)
 
 /* ---------- text of numbers and strings, for any buffer ---------- */
 
-/* Writes the shortest text that reads back as exactly the number at idx
- * (without converting the stack slot); returns its length. */
-static size_t number_text(lua_State *L, int idx, char tmp[64])
+size_t kr_json_number_text(lua_State *L, int idx, char out[KR_JSNUM_MAX])
 {
     if (lua_isinteger(L, idx))
-        return (size_t)snprintf(tmp, 64, "%lld", (long long)lua_tointeger(L, idx));
-    double d = lua_tonumber(L, idx);
-    /* JavaScript prints integral doubles without a fraction: 6.0 -> "6". */
-    if (d == floor(d) && fabs(d) < 1e17) {
-        snprintf(tmp, 64, "%.0f", d);
-        if (strcmp(tmp, "-0") == 0)
-            strcpy(tmp, "0");
-        return strlen(tmp);
-    }
-    /* shortest text that reads back exactly: %.15g is shortest for most
-     * values (trailing zeros dropped); long results may have a shorter form */
-    snprintf(tmp, 64, "%.15g", d);
-    if (strtod(tmp, NULL) != d || strlen(tmp) > 12) {
-        for (int prec = 1; prec <= 17; prec++) {
-            snprintf(tmp, 64, "%.*g", prec, d);
-            if (strtod(tmp, NULL) == d)
-                break;
-        }
-    }
-    /* JavaScript writes exponents without leading zeros: 1e-7, not 1e-07 */
-    char *e = strchr(tmp, 'e');
-    if (e && (e[1] == '-' || e[1] == '+')) {
-        char *digits = e + 2, *nz = digits;
-        while (*nz == '0' && nz[1])
-            nz++;
-        memmove(digits, nz, strlen(nz) + 1);
-    }
-    return strlen(tmp);
+        return (size_t)snprintf(out, KR_JSNUM_MAX, "%lld", (long long)lua_tointeger(L, idx));
+    return kr_jsnum_text(lua_tonumber(L, idx), out);
 }
 
 typedef void (*put_fn)(void *sink, const char *p, size_t n);
 
 /* `s` as a quoted JSON string literal, handed to put() in runs: bytes
- * that need no escape go out in one piece. */
+ * that need no escape go out in one piece. Escapes are JSON.stringify's
+ * (\", \\, \b \f \n \r \t, other controls as \u00xx); ill-formed UTF-8
+ * becomes U+FFFD, one per maximal ill-formed subsequence. */
 static void string_text(put_fn put, void *sink, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
@@ -145,6 +127,21 @@ static void string_text(put_fn put, void *sink, const char *s, size_t len)
         case '\b': esc = "\\b"; break;
         case '\f': esc = "\\f"; break;
         default:
+            if (c >= 0x80) {
+                int ok;
+                size_t n = kr_utf8_next(s + i, len - i, &ok);
+                if (ok) {
+                    i += n - 1;
+                    continue;
+                }
+                /* JSON text must be UTF-8: what Node's Buffer.toString makes of it */
+                if (i > run)
+                    put(sink, s + run, i - run);
+                put(sink, KR_UTF8_REPLACEMENT, 3);
+                i += n - 1;
+                run = i + 1;
+                continue;
+            }
             if (c >= 0x20)
                 continue;
             esc = NULL;
@@ -196,8 +193,8 @@ static void add_str(enc_t *e, const char *s)
 
 static void add_number(enc_t *e, int idx)
 {
-    char tmp[64];
-    lbuf_add(&e->out, tmp, number_text(e->L, idx, tmp));
+    char tmp[KR_JSNUM_MAX];
+    lbuf_add(&e->out, tmp, kr_json_number_text(e->L, idx, tmp));
 }
 
 static int enc_fail(enc_t *e, const char *msg)
@@ -350,6 +347,7 @@ typedef struct dec {
     char *errstr;
     size_t errsize;
     lbuf_t tmp; /* unescaped string bytes, long number text */
+    int skip;   /* check the text, build nothing (skip_value) */
 } dec_t;
 
 static int dec_fail(dec_t *d, const char *what)
@@ -402,35 +400,10 @@ static void add_utf8(lbuf_t *b, unsigned cp)
     }
 }
 
-/* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
- * forms, no surrogates, at most U+10FFFF), or 0 when it is not one. */
-static size_t utf8_len(const char *p, const char *end)
-{
-    const unsigned char *s = (const unsigned char *)p;
-    size_t avail = (size_t)(end - p);
-    if (s[0] >= 0xC2 && s[0] <= 0xDF)
-        return avail >= 2 && (s[1] & 0xC0) == 0x80 ? 2 : 0;
-    if (s[0] >= 0xE0 && s[0] <= 0xEF) {
-        if (avail < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80)
-            return 0;
-        if ((s[0] == 0xE0 && s[1] < 0xA0) || (s[0] == 0xED && s[1] > 0x9F))
-            return 0; /* overlong, or a surrogate */
-        return 3;
-    }
-    if (s[0] >= 0xF0 && s[0] <= 0xF4) {
-        if (avail < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 ||
-            (s[3] & 0xC0) != 0x80)
-            return 0;
-        if ((s[0] == 0xF0 && s[1] < 0x90) || (s[0] == 0xF4 && s[1] > 0x8F))
-            return 0; /* overlong, or past U+10FFFF */
-        return 4;
-    }
-    return 0;
-}
-
-/* A string without escapes is pushed straight from the input; escapes
- * send the bytes through the scratch buffer. */
-static int decode_string(dec_t *d)
+/* Reads the string at d->p; *text and *len get its unescaped bytes: the
+ * input itself when it has no escapes, else the scratch buffer (valid
+ * until the scratch is next used). */
+static int scan_string(dec_t *d, const char **text, size_t *len)
 {
     d->p++; /* opening quote */
     const char *run = d->p; /* input bytes not yet copied to the scratch */
@@ -445,8 +418,9 @@ static int decode_string(dec_t *d)
         if (c < 0x20)
             return dec_fail(d, "control character in string");
         if (c >= 0x80) {
-            size_t n = utf8_len(d->p, d->end);
-            if (!n)
+            int ok;
+            size_t n = kr_utf8_next(d->p, (size_t)(d->end - d->p), &ok);
+            if (!ok)
                 return dec_fail(d, "invalid UTF-8");
             d->p += n;
             continue;
@@ -491,11 +465,26 @@ static int decode_string(dec_t *d)
     }
     if (unescaped) {
         lbuf_add(&d->tmp, run, (size_t)(d->p - run));
-        lua_pushlstring(d->L, d->tmp.data, d->tmp.len);
+        *text = d->tmp.data;
+        *len = d->tmp.len;
     } else {
-        lua_pushlstring(d->L, run, (size_t)(d->p - run));
+        *text = run;
+        *len = (size_t)(d->p - run);
     }
     d->p++; /* closing quote */
+    return 0;
+}
+
+/* A string without escapes is pushed straight from the input; escapes
+ * send the bytes through the scratch buffer. */
+static int decode_string(dec_t *d)
+{
+    const char *text;
+    size_t len;
+    if (scan_string(d, &text, &len) < 0)
+        return -1;
+    if (!d->skip)
+        lua_pushlstring(d->L, text, len);
     return 0;
 }
 
@@ -529,6 +518,8 @@ static int decode_number(dec_t *d)
         while (d->p < d->end && *d->p >= '0' && *d->p <= '9')
             d->p++;
     }
+    if (d->skip)
+        return 0;
     /* strtoll/strtod need a NUL-terminated copy: short ones on the C
      * stack, long ones (a thousand digits is valid JSON) in the scratch */
     char buf[64];
@@ -565,6 +556,62 @@ static int literal(dec_t *d, const char *word)
     return 0;
 }
 
+/* Reads one member's value; key is its name (valid until the value is
+ * read: it may live in the scratch buffer). */
+typedef int (*member_fn)(dec_t *d, const char *key, size_t key_len, int depth, void *ud);
+
+static int decode_value(dec_t *d, int depth);
+
+/* Walks the object at d->p (its '{'): reads each member's key and ':',
+ * and lets fn read the value (at depth + 1). */
+static int walk_object(dec_t *d, int depth, member_fn fn, void *ud)
+{
+    d->p++;
+    skip_ws(d);
+    if (d->p < d->end && *d->p == '}') {
+        d->p++;
+        return 0;
+    }
+    for (;;) {
+        skip_ws(d);
+        if (d->p >= d->end || *d->p != '"')
+            return dec_fail(d, "expected a string key");
+        const char *key;
+        size_t key_len;
+        if (scan_string(d, &key, &key_len) < 0)
+            return -1;
+        skip_ws(d);
+        if (d->p >= d->end || *d->p != ':')
+            return dec_fail(d, "expected ':'");
+        d->p++;
+        if (fn(d, key, key_len, depth + 1, ud) < 0)
+            return -1;
+        skip_ws(d);
+        if (d->p < d->end && *d->p == ',') {
+            d->p++;
+            continue;
+        }
+        if (d->p < d->end && *d->p == '}') {
+            d->p++;
+            return 0;
+        }
+        return dec_fail(d, "expected ',' or '}'");
+    }
+}
+
+/* [-0, +0, m] a member of the table on top (unless skipping) */
+static int decode_member(dec_t *d, const char *key, size_t key_len, int depth, void *ud)
+{
+    (void)ud;
+    if (!d->skip)
+        lua_pushlstring(d->L, key, key_len);
+    if (decode_value(d, depth) < 0)
+        return -1;
+    if (!d->skip)
+        lua_rawset(d->L, -3);
+    return 0;
+}
+
 /* [-0, +(1|any), m] pushes the value at d->p. On a syntax error it returns
  * -1 and may leave partial values pushed: kr_json_decode drops them. */
 static int decode_value(dec_t *d, int depth)
@@ -577,44 +624,17 @@ static int decode_value(dec_t *d, int depth)
     if (d->p >= d->end)
         return dec_fail(d, "expected a value");
     switch (*d->p) {
-    case '{': {
-        d->p++;
-        lua_newtable(L);
-        skip_ws(d);
-        if (d->p < d->end && *d->p == '}') {
-            d->p++;
-            return 0;
-        }
-        for (;;) {
-            skip_ws(d);
-            if (d->p >= d->end || *d->p != '"')
-                return dec_fail(d, "expected a string key");
-            if (decode_string(d) < 0)
-                return -1;
-            skip_ws(d);
-            if (d->p >= d->end || *d->p != ':')
-                return dec_fail(d, "expected ':'");
-            d->p++;
-            if (decode_value(d, depth + 1) < 0)
-                return -1;
-            lua_rawset(L, -3);
-            skip_ws(d);
-            if (d->p < d->end && *d->p == ',') {
-                d->p++;
-                continue;
-            }
-            if (d->p < d->end && *d->p == '}') {
-                d->p++;
-                return 0;
-            }
-            return dec_fail(d, "expected ',' or '}'");
-        }
-    }
+    case '{':
+        if (!d->skip)
+            lua_newtable(L);
+        return walk_object(d, depth, decode_member, NULL);
     case '[': {
         d->p++;
-        lua_newtable(L);
-        luaL_getmetatable(L, array_mt_key);
-        lua_setmetatable(L, -2);
+        if (!d->skip) {
+            lua_newtable(L);
+            luaL_getmetatable(L, array_mt_key);
+            lua_setmetatable(L, -2);
+        }
         skip_ws(d);
         if (d->p < d->end && *d->p == ']') {
             d->p++;
@@ -623,7 +643,8 @@ static int decode_value(dec_t *d, int depth)
         for (lua_Integer i = 1;; i++) {
             if (decode_value(d, depth + 1) < 0)
                 return -1;
-            lua_rawseti(L, -2, i);
+            if (!d->skip)
+                lua_rawseti(L, -2, i);
             skip_ws(d);
             if (d->p < d->end && *d->p == ',') {
                 d->p++;
@@ -640,17 +661,20 @@ static int decode_value(dec_t *d, int depth)
     case 't':
         if (literal(d, "true") < 0)
             return -1;
-        lua_pushboolean(L, 1);
+        if (!d->skip)
+            lua_pushboolean(L, 1);
         return 0;
     case 'f':
         if (literal(d, "false") < 0)
             return -1;
-        lua_pushboolean(L, 0);
+        if (!d->skip)
+            lua_pushboolean(L, 0);
         return 0;
     case 'n':
         if (literal(d, "null") < 0)
             return -1;
-        kr_json_push_null(L);
+        if (!d->skip)
+            kr_json_push_null(L);
         return 0;
     default:
         if (*d->p == '-' || (*d->p >= '0' && *d->p <= '9'))
@@ -659,12 +683,66 @@ static int decode_value(dec_t *d, int depth)
     }
 }
 
+/* Checks the value at d->p as decode_value does, pushing nothing. */
+static int skip_value(dec_t *d, int depth)
+{
+    int was = d->skip;
+    d->skip = 1;
+    int rc = decode_value(d, depth);
+    d->skip = was;
+    return rc;
+}
+
+typedef struct select {
+    const kr_json_key_t *path;
+    size_t at, n;
+} select_t;
+
+static int select_value(dec_t *d, const kr_json_key_t *path, size_t at, size_t n, int depth);
+
+/* [-0, +0, m] replaces the found value on top when key is the one wanted */
+static int select_member(dec_t *d, const char *key, size_t key_len, int depth, void *ud)
+{
+    const select_t *s = ud;
+    const kr_json_key_t *want = &s->path[s->at];
+    if (key_len != want->len || memcmp(key, want->text, key_len) != 0)
+        return skip_value(d, depth);
+    if (select_value(d, s->path, s->at + 1, s->n, depth) < 0)
+        return -1;
+    lua_replace(d->L, -2); /* the later one wins */
+    return 0;
+}
+
+/* [-0, +1, m] pushes the member at path[at..n) of the value at d->p, or
+ * nil when there is none; every other part of the value is checked but
+ * not built. A key given twice counts the last time, as in a full decode. */
+static int select_value(dec_t *d, const kr_json_key_t *path, size_t at, size_t n, int depth)
+{
+    if (at == n)
+        return decode_value(d, depth);
+    if (depth > JSON_MAX_DEPTH)
+        return dec_fail(d, "nested too deep");
+    luaL_checkstack(d->L, 2, "json");
+    lua_pushnil(d->L); /* nothing found yet */
+    skip_ws(d);
+    if (d->p >= d->end || *d->p != '{')
+        return skip_value(d, depth); /* not an object: no such member */
+    select_t s = {path, at, n};
+    return walk_object(d, depth, select_member, &s);
+}
+
 int kr_json_decode(lua_State *L, const char *s, size_t len, char *errstr, size_t errsize)
+{
+    return kr_json_decode_path(L, s, len, NULL, 0, errstr, errsize);
+}
+
+int kr_json_decode_path(lua_State *L, const char *s, size_t len, const kr_json_key_t *path,
+                        size_t n, char *errstr, size_t errsize)
 {
     dec_t d = {.L = L, .s = s, .p = s, .end = s + len, .errstr = errstr, .errsize = errsize};
     luaL_checkstack(L, 2, "json");
     lbuf_open(&d.tmp, L);
-    int rc = decode_value(&d, 0);
+    int rc = select_value(&d, path, 0, n, 0);
     if (rc == 0) {
         skip_ws(&d);
         if (d.p < d.end)
@@ -692,18 +770,33 @@ static int l_encode(lua_State *L)
     return 1;
 }
 
-/* kroute.json.decode(s) -> value | nil, err  [-1, +(1|2), m] */
-static int l_decode(lua_State *L)
+int kr_json_push_path(lua_State *L, int first, const char *s, size_t len)
 {
-    size_t len;
-    const char *s = luaL_checklstring(L, 1, &len);
+    kr_json_key_t path[KR_JSON_PATH_MAX];
+    int top = lua_gettop(L);
+    if (top - first + 1 > KR_JSON_PATH_MAX)
+        return luaL_error(L, "at most %d keys", KR_JSON_PATH_MAX);
+    size_t n = 0;
+    for (int i = first; i <= top; i++, n++) {
+        if (lua_type(L, i) != LUA_TSTRING) /* a number would be turned into text in place */
+            return luaL_argerror(L, i, "a key must be a string");
+        path[n].text = lua_tolstring(L, i, &path[n].len);
+    }
     char err[256];
-    if (kr_json_decode(L, s, len, err, sizeof(err)) < 0) {
+    if (kr_json_decode_path(L, s, len, path, n, err, sizeof(err)) < 0) {
         lua_pushnil(L);
         lua_pushstring(L, err);
         return 2;
     }
     return 1;
+}
+
+/* kroute.json.decode(s [, key...]) -> value | nil, err  [-(1+k), +(1|2), m] */
+static int l_decode(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    return kr_json_push_path(L, 2, s, len);
 }
 
 /* kroute.json.array(t) -> t, marked to encode as a JSON array even when empty */
@@ -723,10 +816,9 @@ int luaopen_kroute_json(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
         {"encode", l_encode}, {"decode", l_decode}, {"array", l_array}, {NULL, NULL}};
-    if (luaL_newmetatable(L, array_mt_key)) {
-        lua_pushliteral(L, "array");
-        lua_setfield(L, -2, "__name");
-    }
+    /* luaL_newmetatable names it after its key, which is what lets the
+     * sandbox lock it (getmetatable() of an array is "kroute") */
+    luaL_newmetatable(L, array_mt_key);
     lua_pop(L, 1);
     luaL_newlib(L, funcs);
     kr_json_push_null(L);

@@ -13,6 +13,7 @@
 #include "clock.h"
 #include "json.h"
 #include "log.h"
+#include "nest.h"
 #include "record.h"
 
 #define LOG_NAME_KEY "kroute.log_name"
@@ -49,8 +50,7 @@ static int l_emit(lua_State *L)
 
 /* Continuation of kroute.request: the dispatcher resumed the coroutine
  * with (reply bytes | nil, error | nil). Turns the reply into a Lua value
- * the way NestJS's parser does: text starting with { or [ that parses as
- * JSON becomes a table, anything else stays a string. */
+ * the way NestJS's KafkaParser does (kr_nest_push_decoded). */
 static int request_done(lua_State *L, int status, lua_KContext ctx)
 {
     (void)status;
@@ -73,15 +73,9 @@ static int request_done(lua_State *L, int status, lua_KContext ctx)
         lua_pushvalue(L, base + 2);
         return 2;
     }
-    if (lua_isnil(L, base + 1)) {
-        lua_pushnil(L);
-        return 1;
-    }
     size_t len;
     const char *s = lua_tolstring(L, base + 1, &len);
-    if (len && (s[0] == '{' || s[0] == '[') && kr_json_decode(L, s, len, err, sizeof(err)) == 0)
-        return 1;
-    lua_pushvalue(L, base + 1);
+    kr_nest_push_decoded(L, s, len);
     return 1;
 }
 
@@ -108,12 +102,7 @@ static int l_request(lua_State *L)
     }
     /* built whole before the run sees it: a request that raises (say in a
      * pcall) leaves no half-built request pending */
-    kr_record_t *req = kr_record_begin(L);
-    kr_record_from_emit(L, req);
-    /* a request carries only what the caller gave: no inherited key or headers */
-    if (req->key_mode == KR_KEY_INHERIT)
-        req->key_mode = KR_KEY_NONE;
-    req->inherit_headers = 0;
+    kr_record_from_request(L, kr_record_begin(L));
     run->request = kr_run_commit_request(L);
     run->request_timeout_ms = timeout;
     return lua_yieldk(L, 0, (lua_KContext)lua_gettop(L), request_done);

@@ -1,15 +1,18 @@
 /* message.c - the kroute.message userdata (see message.h).
  * Fields are read through __index: topic, partition, offset, key, value,
- * timestamp, headers, data (the value parsed as NestJS does), and the
- * method json(). Headers come back as a fresh
+ * timestamp, headers, data (the value as a NestJS handler's payload),
+ * nest (key, value and headers as NestJS's KafkaParser gives them), and
+ * the method json(). Headers come back as a fresh
  * table: name -> string, or name -> list of strings when a name repeats; a
  * header whose value is null (not empty) reads as kroute.json.null. */
 #include "message.h"
 
 #include <lauxlib.h>
+#include <sched.h>
 #include <string.h>
 
 #include "json.h"
+#include "nest.h"
 
 #define MESSAGE_MT "kroute.message"
 
@@ -29,8 +32,27 @@ void kr_msg_from_rkm(kr_msg_t *msg, rd_kafka_message_t *rkm)
     msg->value_len = rkm->len;
     msg->timestamp = rd_kafka_message_timestamp(rkm, &tstype);
     msg->headers = NULL;
-    if (rd_kafka_message_headers(rkm, &msg->headers) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        msg->headers = NULL;
+    msg->rkm = rkm;
+    atomic_init(&msg->headers_once, 0);
+}
+
+rd_kafka_headers_t *kr_msg_headers(const kr_msg_t *msg)
+{
+    kr_msg_t *m = (kr_msg_t *)msg; /* the cache is not part of what a view says */
+    if (!m->rkm || atomic_load_explicit(&m->headers_once, memory_order_acquire) == 2)
+        return m->headers;
+    int expect = 0;
+    if (atomic_compare_exchange_strong(&m->headers_once, &expect, 1)) {
+        rd_kafka_headers_t *h = NULL;
+        if (rd_kafka_message_headers(m->rkm, &h) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            h = NULL;
+        m->headers = h;
+        atomic_store_explicit(&m->headers_once, 2, memory_order_release);
+        return h;
+    }
+    while (atomic_load_explicit(&m->headers_once, memory_order_acquire) != 2)
+        sched_yield(); /* another thread is parsing: microseconds */
+    return m->headers;
 }
 
 void kr_message_push(lua_State *L, const kr_msg_t *msg)
@@ -103,7 +125,9 @@ static void push_headers(lua_State *L, rd_kafka_headers_t *hdrs)
     }
 }
 
-/* msg:json() -> table | nil, err  [-0, +(1|2), m] */
+/* msg:json([key...]) -> value | nil, err  [-0, +(1|2), e]
+ * With keys, only the member at that path is built (nil when absent): the
+ * cheap way to read a field or two of a big event. */
 static int msg_json(lua_State *L)
 {
     const kr_msg_t *msg = check_msg(L, 1);
@@ -112,25 +136,7 @@ static int msg_json(lua_State *L)
         lua_pushliteral(L, "message has no value");
         return 2;
     }
-    char err[256];
-    if (kr_json_decode(L, msg->value, msg->value_len, err, sizeof(err)) < 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        return 2;
-    }
-    return 1;
-}
-
-/* [-0, +1, m] the value as NestJS's KafkaParser reads it: text starting
- * with { or [ that parses as JSON is a table, other text stays a string. */
-static void push_nest_data(lua_State *L, const kr_msg_t *msg)
-{
-    const char *v = msg->value;
-    char err[64];
-    if (v && msg->value_len && (v[0] == '{' || v[0] == '[') &&
-        kr_json_decode(L, v, msg->value_len, err, sizeof(err)) == 0)
-        return;
-    push_bytes(L, v, msg->value_len);
+    return kr_json_push_path(L, 2, msg->value, msg->value_len);
 }
 
 static int msg_index(lua_State *L)
@@ -150,9 +156,11 @@ static int msg_index(lua_State *L)
     else if (!strcmp(k, "timestamp"))
         lua_pushinteger(L, msg->timestamp);
     else if (!strcmp(k, "headers"))
-        push_headers(L, msg->headers);
+        push_headers(L, kr_msg_headers(msg));
     else if (!strcmp(k, "data"))
-        push_nest_data(L, msg);
+        kr_nest_push_decoded(L, msg->value, msg->value_len);
+    else if (!strcmp(k, "nest"))
+        kr_nest_push_message(L, msg);
     else if (!strcmp(k, "json"))
         lua_pushcfunction(L, msg_json);
     else

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "json.h"
+#include "nest.h"
 
 #define RECORD_MT "kroute.record"
 #define BOX_MT "kroute.record.box"
@@ -91,15 +92,6 @@ int kr_record_resolve(kr_record_t *rec, const kr_msg_t *msg, const char *default
         rec->headers = NULL; /* ownership moves to the caller */
     }
     return 0;
-}
-
-const char *kr_run_missing_topic(const kr_run_t *run, const char *default_topic)
-{
-    for (size_t i = 0; i < run->cnt && !default_topic; i++)
-        if (!run->recs[i].topic)
-            return "the handler returned a value but the route has no 'to' topic (set `to:` "
-                   "or return kroute.record{topic=...})";
-    return NULL;
 }
 
 /* ---------- building a record ---------- */
@@ -272,7 +264,12 @@ static size_t header_value(lua_State *L, rd_kafka_headers_t *hdrs, const char *n
                       "(kroute.null stands for a null value)",
                    name, luaL_typename(L, idx));
     size_t len;
-    const char *v = lua_tolstring(L, idx, &len);
+    char num[KR_JSNUM_MAX];
+    const char *v = num;
+    if (lua_type(L, idx) == LUA_TNUMBER) /* as JavaScript writes it: 3, not 3.0 */
+        len = kr_json_number_text(L, idx, num);
+    else
+        v = lua_tolstring(L, idx, &len);
     if (hdrs)
         rd_kafka_header_add(hdrs, name, -1, v, (ssize_t)len);
     return strlen(name) + len + HEADER_OVERHEAD;
@@ -378,21 +375,36 @@ static int is_record(lua_State *L, int idx)
     return is;
 }
 
+/* A kroute.record's fields, in this order at integer keys 1..5 of its
+ * metatable as interned strings: the per-event paths push them from there
+ * instead of naming them (lua_getfield looks a C string up with strcmp). */
+enum { F_TOPIC = 1, F_KEY, F_VALUE, F_HEADERS, F_PARTITION, F_COUNT = F_PARTITION };
+static const char *const record_fields[] = {"topic", "key", "value", "headers", "partition"};
+
+/* [-0, +1, e] pushes field f of the table at idx; mt is its metatable. */
+static int get_field(lua_State *L, int idx, int mt, int f)
+{
+    lua_rawgeti(L, mt, f);
+    return lua_gettable(L, idx);
+}
+
 /* Fill from a kroute.record table's fields. */
 static void from_record_table(lua_State *L, int idx, kr_record_t *rec)
 {
     idx = lua_absindex(L, idx);
-    lua_getfield(L, idx, "topic");
+    lua_getmetatable(L, idx); /* RECORD_MT: is_record said so */
+    int mt = lua_gettop(L);
+    get_field(L, idx, mt, F_TOPIC);
     set_topic(L, -1, rec);
-    lua_getfield(L, idx, "key");
+    get_field(L, idx, mt, F_KEY);
     set_key(L, -1, rec);
-    lua_getfield(L, idx, "value");
+    get_field(L, idx, mt, F_VALUE);
     set_value(L, -1, rec);
-    lua_getfield(L, idx, "headers");
+    get_field(L, idx, mt, F_HEADERS);
     set_headers(L, -1, rec);
-    lua_getfield(L, idx, "partition");
+    get_field(L, idx, mt, F_PARTITION);
     set_partition(L, -1, rec);
-    lua_pop(L, 5);
+    lua_pop(L, 6);
 }
 
 void kr_record_from_lua(lua_State *L, int idx, kr_record_t *rec)
@@ -401,6 +413,98 @@ void kr_record_from_lua(lua_State *L, int idx, kr_record_t *rec)
         from_record_table(L, idx, rec);
     else
         set_value(L, idx, rec);
+}
+
+/* KafkaRequestSerializer.encode: an object with its own toString() is
+ * sent as that text; everything else as set_value. */
+static void set_nest_value(lua_State *L, int idx, kr_record_t *rec, kr_buf_t *dst)
+{
+    int pushed = 0;
+    if (lua_type(L, idx) == LUA_TTABLE && luaL_getmetafield(L, idx, "__tostring") != LUA_TNIL) {
+        lua_pop(L, 1);
+        luaL_tolstring(L, idx, NULL);
+        idx = lua_gettop(L);
+        pushed = 1;
+    }
+    if (dst == &rec->value) {
+        set_value(L, idx, rec);
+    } else if (!lua_isnil(L, idx) && !kr_json_is_null(L, idx)) {
+        /* an envelope's key: only a null one is no key (false is "false") */
+        size_t len;
+        const char *s = push_bytes(L, idx, &len, "key");
+        rec->key_mode = KR_KEY_SET;
+        copy_bytes(L, rec, &rec->key, s, len);
+        lua_pop(L, 1);
+    }
+    if (pushed)
+        lua_pop(L, 1);
+}
+
+void kr_record_from_nest(lua_State *L, int idx, kr_record_t *rec, int records)
+{
+    idx = lua_absindex(L, idx);
+    if (records && is_record(L, idx)) {
+        from_record_table(L, idx, rec);
+    } else if (kr_nest_is_envelope(L, idx)) {
+        rec->key_mode = KR_KEY_NONE;
+        lua_getfield(L, idx, "value");
+        set_nest_value(L, -1, rec, &rec->value);
+        lua_getfield(L, idx, "key");
+        set_nest_value(L, -1, rec, &rec->key);
+        lua_getfield(L, idx, "headers");
+        if (!kr_json_is_null(L, -1))
+            set_headers(L, -1, rec);
+        lua_getfield(L, idx, "partition");
+        set_partition(L, -1, rec);
+        lua_pop(L, 4);
+    } else {
+        set_nest_value(L, idx, rec, &rec->value);
+    }
+    /* a reply or a request carries only what the handler gave */
+    if (rec->key_mode == KR_KEY_INHERIT)
+        rec->key_mode = KR_KEY_NONE;
+    rec->inherit_headers = 0;
+}
+
+static void from_request_args(lua_State *L, kr_record_t *rec)
+{
+    luaL_checktype(L, 1, LUA_TSTRING);
+    set_topic(L, 1, rec);
+    kr_record_from_nest(L, 2, rec, 0);
+    if (lua_isnoneornil(L, 3))
+        return;
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_getfield(L, 3, "key");
+    if (!lua_isnil(L, -1))
+        set_key(L, -1, rec);
+    lua_getfield(L, 3, "headers");
+    if (!lua_isnil(L, -1)) {
+        if (rec->headers)
+            rd_kafka_headers_destroy(rec->headers);
+        rec->headers = NULL;
+        set_headers(L, -1, rec);
+    }
+    lua_getfield(L, 3, "partition");
+    set_partition(L, -1, rec);
+    lua_pop(L, 3);
+    if (rec->key_mode == KR_KEY_INHERIT)
+        rec->key_mode = KR_KEY_NONE;
+}
+
+/* The dispatcher adds these to every request: the caller's own would be
+ * duplicates that ClientKafka overwrites. */
+static void drop_request_headers(kr_record_t *rec)
+{
+    static const char *const names[] = {KR_NEST_CORRELATION, KR_NEST_REPLY_TOPIC,
+                                        KR_NEST_REPLY_PARTITION};
+    for (size_t i = 0; rec->headers && i < sizeof(names) / sizeof(*names); i++)
+        rd_kafka_header_remove(rec->headers, names[i]);
+}
+
+void kr_record_from_request(lua_State *L, kr_record_t *rec)
+{
+    from_request_args(L, rec);
+    drop_request_headers(rec);
 }
 
 void kr_record_from_emit(lua_State *L, kr_record_t *rec)
@@ -422,16 +526,18 @@ void kr_record_from_emit(lua_State *L, kr_record_t *rec)
 
 int kr_record_new(lua_State *L)
 {
-    static const char *const fields[] = {"topic", "key", "value", "headers", "partition", NULL};
     luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    luaL_getmetatable(L, RECORD_MT); /* 2: the metatable, with the field names */
     lua_pushnil(L);
     while (lua_next(L, 1)) {
         lua_pop(L, 1);
         int known = 0;
-        if (lua_type(L, -1) == LUA_TSTRING)
-            for (const char *const *f = fields; *f; f++)
-                if (!strcmp(*f, lua_tostring(L, -1)))
-                    known = 1;
+        for (int f = 1; f <= F_COUNT && !known; f++) {
+            lua_rawgeti(L, 2, f);
+            known = lua_rawequal(L, -1, -2);
+            lua_pop(L, 1);
+        }
         if (!known)
             return luaL_error(L, "kroute.record: unknown field '%s' (expected topic, key, "
                                  "value, headers, partition)",
@@ -440,12 +546,12 @@ int kr_record_new(lua_State *L)
     /* validate now so the mistake points at the handler's line */
     kr_record_t probe = {0};
     probe.partition = RD_KAFKA_PARTITION_UA;
-    lua_getfield(L, 1, "partition");
+    get_field(L, 1, 2, F_PARTITION);
     set_partition(L, -1, &probe);
-    lua_getfield(L, 1, "topic");
+    get_field(L, 1, 2, F_TOPIC);
     if (!lua_isnil(L, -1) && (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0))
         return luaL_error(L, "kroute.record: topic must be a non-empty string");
-    lua_getfield(L, 1, "headers");
+    get_field(L, 1, 2, F_HEADERS);
     if (!lua_isnil(L, -1)) {
         size_t n;
         if (!lua_istable(L, -1))
@@ -453,12 +559,15 @@ int kr_record_new(lua_State *L)
         check_headers(L, lua_gettop(L), &n);
     }
     lua_pop(L, 3);
-    lua_createtable(L, 0, 5);
-    for (const char *const *f = fields; *f; f++) {
-        lua_getfield(L, 1, *f);
-        lua_setfield(L, -2, *f);
+    lua_createtable(L, 0, F_COUNT);
+    for (int f = 1; f <= F_COUNT; f++) {
+        lua_rawgeti(L, 2, f);
+        lua_pushvalue(L, -1);
+        lua_gettable(L, 1);
+        lua_rawset(L, -3);
     }
-    luaL_setmetatable(L, RECORD_MT);
+    lua_pushvalue(L, 2);
+    lua_setmetatable(L, -2);
     return 1;
 }
 
@@ -467,6 +576,10 @@ void kr_record_register(lua_State *L)
     luaL_newmetatable(L, RECORD_MT);
     lua_pushliteral(L, "kroute.record");
     lua_setfield(L, -2, "__name");
+    for (int f = 1; f <= F_COUNT; f++) {
+        lua_pushstring(L, record_fields[f - 1]);
+        lua_rawseti(L, -2, f);
+    }
     lua_pop(L, 1);
     luaL_newmetatable(L, BOX_MT);
     lua_pushcfunction(L, box_close);

@@ -52,11 +52,6 @@ typedef struct kr_resolved {
 int kr_record_resolve(kr_record_t *rec, const kr_msg_t *msg, const char *default_topic,
                       kr_resolved_t *out);
 
-struct kr_run;
-/* NULL when every output of the run has a topic (its own or
- * default_topic), else the error that fails the run. */
-const char *kr_run_missing_topic(const struct kr_run *run, const char *default_topic);
-
 /* One handler run over one message: its input, outputs and outcome. */
 typedef struct kr_run {
     const kr_msg_t *msg;
@@ -66,6 +61,7 @@ typedef struct kr_run {
     char *error;        /* set when the run failed */
     char *trace;        /* Lua traceback of the failure */
     int no_handler;     /* a service table had no function for the topic */
+    int nest_reply;     /* its returned values answer a NestJS request (kr_record_from_nest) */
     lua_State *co;      /* the handler's coroutine while it runs or waits */
     int co_ref, msg_ref;
     kr_record_t *request;       /* set while waiting in kroute.request */
@@ -98,6 +94,19 @@ void kr_run_set_current(lua_State *L, kr_run_t *run);
 /* [-0, +0, e] fill `rec` from the handler value at idx: a kroute.record
  * table, or a plain value for the default topic. Raises on bad fields. */
 void kr_record_from_lua(lua_State *L, int idx, kr_record_t *rec);
+/* [-0, +0, e] fill `rec` from a value NestJS's KafkaRequestSerializer
+ * would be given (a reply of a `reply: nest` route, the value of
+ * kroute.request): a {key, value, headers[, partition]} envelope
+ * (kr_nest_is_envelope) is unwrapped as it does; a table with __tostring
+ * is that text, as an object with its own toString(); other values as
+ * kr_record_from_lua. Nothing is inherited from the input message. With
+ * `records`, a kroute.record keeps its own meaning (a reply); without, it
+ * is read as an envelope (a request). */
+void kr_record_from_nest(lua_State *L, int idx, kr_record_t *rec, int records);
+/* [-0, +0, e] kroute.request(pattern, value, opts) arguments at 1..3:
+ * the value as kr_record_from_nest; opts key=/headers=/partition= take
+ * the place of the envelope's. */
+void kr_record_from_request(lua_State *L, kr_record_t *rec);
 /* [-0, +0, e] kroute.emit(topic, value, opts) arguments at 1..3 */
 void kr_record_from_emit(lua_State *L, kr_record_t *rec);
 /* kroute.record{...}  [-1, +1, e] */

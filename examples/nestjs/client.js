@@ -13,12 +13,17 @@
 // Scenarios (--timeout is per call, except for backlog where it bounds the whole wait):
 //   basic       sum [1,2,3], max [4,9,2], echo {key,value,headers}, emit print, fail, mul;
 //               one line per call: {"call":"sum","ok":true,"value":"6","ms":12.3}
+//               (echo also: reply_key and reply_headers, as KafkaParser read the reply;
+//               a Buffer header value as hex)
 //               or {"call":"fail","ok":false,"error":"...","error_type":"object","ms":..}
 //   concurrent  --n (50) concurrent send('sum',[i,i]), i = 1..n, reply must equal 2*i:
 //               {"scenario":"concurrent","n":50,"correct":50,"errors":0,"seconds":..}
 //   slow        one send('slow',{id}) with --timeout 60000: one call line as in basic
 //   seq         20 warm-up + --n (200) sequential send('echo', i):
 //               {"scenario":"seq","n":200,"p50_ms":..,"p99_ms":..,"mean_ms":..,"errors":0}
+//   inflight    20 warm-up, then --n (5000) send('echo', i) with --inflight (50) always
+//               outstanding (a new call as each reply arrives), the steady request rate:
+//               {"scenario":"inflight","n":5000,"inflight":50,"replies_per_s":..,"p50_ms":..,..}
 //   backlog     --n (2000) echo requests all produced at once, time until every reply:
 //               {"scenario":"backlog","mode":"raw","n":2000,"seconds":..,"replies_per_s":..,...}
 //               --mode raw (default) writes NestJS-format request records in batches of
@@ -34,8 +39,8 @@ const { lastValueFrom, timeout, toArray, TimeoutError } = nest.rxjs;
 
 const NAME = 'client';
 const USAGE = [
-  'usage: node client.js --brokers HOST:PORT --scenario basic|concurrent|slow|seq|backlog',
-  '                      [--n N] [--timeout MS] [--group kroute-example] [--mode raw|send]',
+  'usage: node client.js --brokers HOST:PORT --scenario basic|concurrent|slow|seq|inflight|backlog',
+  '                      [--n N] [--inflight K] [--timeout MS] [--group kroute-example] [--mode raw|send]',
   '                      [--id X] [--delay MS] [--verbose]',
 ].join('\n');
 
@@ -43,7 +48,7 @@ const USAGE = [
 // `<pattern>.reply` topic before it can send that pattern
 const PATTERNS = ['sum', 'max', 'fail', 'mul', 'slow', 'echo'];
 
-const DEFAULT_N = { concurrent: 50, seq: 200, backlog: 2000 };
+const DEFAULT_N = { concurrent: 50, seq: 200, inflight: 5000, backlog: 2000 };
 const DEFAULT_TIMEOUT = { slow: 60000, backlog: 120000 };
 
 const round = (x, digits = 2) => Number(x.toFixed(digits));
@@ -78,6 +83,15 @@ async function connect(args) {
     { logger: nest.logger(args.verbose) });
   const client = app.get('KROUTE');
   for (const pattern of PATTERNS) client.subscribeToResponseOf(pattern);
+  // every reply record as NestJS's KafkaParser hands it on (key and headers too, which a
+  // send() observable does not show): the basic scenario reports the echo reply's
+  const parse = client.parser.parse.bind(client.parser);
+  client.parser.parse = (message) => {
+    const parsed = parse(message);
+    client.repliesSeen.push({ key: parsed.key, headers: parsed.headers });
+    return parsed;
+  };
+  client.repliesSeen = [];
   // resolves after the consumer joined its group (kafkajs consumer.run() awaits the
   // join) and the producer connected
   await client.connect();
@@ -128,6 +142,14 @@ const scenarios = {
     ];
     // all at once (mul times out when nobody answers it), printed in this order
     const results = await Promise.all(calls.map(([, run]) => run()));
+    // the echo reply's key and headers (the only reply with an `h` header)
+    const echo = client.repliesSeen.find((r) => r.headers.h !== undefined);
+    if (echo) {
+      const text = (v) => (Buffer.isBuffer(v) ? v.toString('hex') : v);
+      results[2].reply_key = echo.key;
+      results[2].reply_headers = Object.fromEntries(
+        Object.entries(echo.headers).map(([k, v]) => [k, text(v)]));
+    }
     calls.forEach(([name], i) => nest.out(Object.assign({ call: name }, results[i])));
   },
 
@@ -168,6 +190,31 @@ const scenarios = {
     const mean = times.reduce((a, b) => a + b, 0) / times.length;
     nest.out({ scenario: 'seq', n: args.n, p50_ms: round(pct(0.5)), p99_ms: round(pct(0.99)),
       mean_ms: round(mean), max_ms: round(times[times.length - 1]), errors });
+  },
+
+  async inflight(client, args) {
+    for (let i = 0; i < 20; i++) await call(client, 'echo', -1 - i, args.timeout);
+    const k = args.inflight || 50;
+    let next = 0;
+    let errors = 0;
+    const times = [];
+    const t0 = nowMs();
+    // k loops, each calling again as soon as its reply is in
+    const loop = async () => {
+      while (next < args.n) {
+        const i = next++;
+        const r = await call(client, 'echo', i, args.timeout);
+        if (!r.ok || !sameText(r.value, i)) errors++;
+        times.push(r.ms);
+      }
+    };
+    await Promise.all(Array.from({ length: k }, loop));
+    const seconds = (nowMs() - t0) / 1000;
+    times.sort((a, b) => a - b);
+    const pct = (q) => times[Math.min(times.length - 1, Math.max(0, Math.ceil(q * times.length) - 1))];
+    nest.out({ scenario: 'inflight', n: args.n, inflight: k, seconds: round(seconds, 3),
+      replies_per_s: round(args.n / seconds, 1), p50_ms: round(pct(0.5)), p99_ms: round(pct(0.99)),
+      errors });
   },
 
   async backlog(client, args) {
@@ -251,7 +298,7 @@ const scenarios = {
 nest.main(NAME, async () => {
   const args = nest.parseArgs(process.argv.slice(2), {
     brokers: '', scenario: '', n: 0, timeout: 0, group: 'kroute-example', mode: 'raw', id: '', verbose: false,
-    delay: 0,
+    delay: 0, inflight: 0,
   }, USAGE);
   const scenario = scenarios[args.scenario];
   if (!scenario || !Object.prototype.hasOwnProperty.call(scenarios, args.scenario)) {

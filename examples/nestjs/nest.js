@@ -131,7 +131,7 @@ function brokerList(brokers) {
 
 // ---- Kafka options shared by the apps -------------------------------------------------
 
-// Settings the mock broker needs (README, "Brokers kroute is tested on"): session timeout >= 4000,
+// Settings the mock broker needs (spec/README.md, "The two brokers"): session timeout >= 4000,
 // a short fetch wait (an empty Fetch is held for the whole wait even when data arrives).
 const CONSUMER_TUNING = { maxWaitTimeInMs: 10, sessionTimeout: 6000, heartbeatInterval: 500 };
 
@@ -168,20 +168,33 @@ function log(name, msg) {
   process.stderr.write(`${name}: ${msg}\n`);
 }
 
-// Boots a microservice module, prints READY once it listens (listen() resolves only
-// after kafkajs' consumer.run() has joined the group), and closes it on SIGINT/SIGTERM.
+// Boots a microservice module, prints READY once its consumer has joined its group, and
+// closes it on SIGINT/SIGTERM. listen() alone is not enough: when the first join fails with a
+// retriable error (a coordinator still loading, a broker not yet up), kafkajs reports a crash,
+// lets consumer.run() resolve and rejoins on its own a moment later.
 async function runMicroservice(name, Module, options) {
   const t0 = Date.now();
   const group = `${options.options.consumer.groupId}-server`; // Nest appends -server
   const app = await core.NestFactory.createMicroservice(Module, options);
   let ready = false;
+  let watching = false;
+  let onJoin;
+  const joined = new Promise((resolve) => { onJoin = resolve; });
   app.status.subscribe((status) => {
-    if (status === 'crashed') {
-      log(name, 'kafka consumer crashed');
-      if (!ready) process.exit(1);
-    }
+    if (status !== 'connected' || watching) return;
+    // the consumer connects first, so it exists by the first 'connected'
+    const consumer = app.unwrap()[1];
+    if (!consumer) return;
+    watching = true;
+    consumer.on(consumer.events.GROUP_JOIN, () => onJoin());
+    consumer.on(consumer.events.CRASH, ({ payload }) => {
+      const why = payload.error && payload.error.message;
+      log(name, `kafka consumer crashed (${why})${payload.restart ? '; kafkajs restarts it' : ''}`);
+      if (!payload.restart && !ready) process.exit(1);
+    });
   });
   await app.listen();
+  await joined;
   ready = true;
   log(name, `listening (group ${group}) after ${Date.now() - t0} ms`);
   out('READY');

@@ -20,6 +20,11 @@ describe("nestjs example", function()
                                           headers = {h = "hv"}})
     assert.is_true(res.ok, res.error)
     assert.same({data = {a = 1}, key = "k1", h = "hv"}, testing.json.decode(res.reply))
+    -- the reply record keeps its key and header, beside NestJS's own headers
+    assert.equal("k1", res.reply_key)
+    -- (and the caller's correlation id: run() sent the message as a request)
+    assert.same({{"h", "hv"}, {"kafka_correlationId", "test-correlation-id"},
+                 {"kafka_nest-is-disposed", "\0"}}, res.reply_headers)
   end)
 
   it("fails a bad request with the handler's error, and an unknown pattern as NestJS does", function()

@@ -67,6 +67,12 @@ describe("NestJS interop", function()
     -- the {key, value, headers} form: the handler saw the key and the header
     assert.is_true(r.echo.ok)
     assert.same({data = {a = 1}, key = "k1", h = "v"}, r.echo.value)
+    -- the handler's reply record kept its key and header on the way to ClientKafka,
+    -- beside the correlation id and is-disposed (a 0x00 byte: a Buffer, as hex)
+    assert.equal("k1", r.echo.reply_key)
+    assert.equal("v", r.echo.reply_headers.h)
+    assert.equal("00", r.echo.reply_headers["kafka_nest-is-disposed"])
+    assert.is_string(r.echo.reply_headers.kafka_correlationId)
     -- a handler error is a NestJS error on the caller's side, not a timeout
     assert.is_false(r.fail.ok)
     assert.matches("boom", r.fail.error)
@@ -80,6 +86,36 @@ describe("NestJS interop", function()
     assert.equal(1, #seen)
     assert.matches("hello", seen[1].value)
     assert.is_nil(router:logtext():match("topic=print[^\n]*%-> reply"))
+  end)
+
+  -- NestJS's ServerKafka tests the correlation id for truthiness: an empty one
+  -- is an event. Its unmatched-pattern answer carries kafka_nest-err only.
+  it("takes an empty kafka_correlationId for an event, and answers an unmatched pattern as NestJS 11.2", function()
+    local function req(corr, value)
+      return {partition = 0, value = value, headers = {{"kafka_correlationId", corr},
+        {"kafka_replyTopic", "sum.reply"}, {"kafka_replyPartition", "0"}}}
+    end
+    ts.produce(broker.addr, "sum", {req("", "[5,5]"), req("after-empty", "[6,6]")})
+    ts.produce(broker.addr, "mul", {{value = "[2,3]", headers = {
+      {"kafka_correlationId", "nomatch-1"}, {"kafka_replyTopic", "mul.reply"},
+      {"kafka_replyPartition", "0"}}}})
+    local replies, nomatch
+    assert.is_truthy(env.wait_for(function()
+      replies = {}
+      for _, r in ipairs(env.consume(broker.addr, "sum.reply", 0, 2000)) do
+        replies[env.header(r, "kafka_correlationId")] = r.value
+      end
+      for _, r in ipairs(env.consume(broker.addr, "mul.reply", 0, 2000)) do
+        if env.header(r, "kafka_correlationId") == "nomatch-1" then nomatch = r end
+      end
+      return replies["after-empty"] and nomatch
+    end, 30000))
+    -- the request behind it in the same partition was answered; the empty one never
+    assert.equal("12", replies["after-empty"])
+    assert.is_nil(replies[""])
+    assert.equal("There is no matching message handler defined in the remote service.",
+                 (env.header(nomatch, "kafka_nest-err")))
+    assert.is_nil(env.header(nomatch, "kafka_nest-is-disposed"))
   end)
 
   it("answers 50 concurrent requests, each with its own reply", function()

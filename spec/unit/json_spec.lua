@@ -432,3 +432,56 @@ print("RESULT " .. native.json.encode(out))
     assert.matches("not enough memory %(in reload_state%)", out.err)
   end)
 end)
+
+describe("json.decode with a path", function()
+  local doc = '{"a":{"b":[1,{"c":"x"}],"n":9007199254740993},"s":"\\u00e9\\n","z":null,"t":true}'
+
+  it("gives the member at the path exactly as a full decode has it", function()
+    local full = decode_ok(doc)
+    assert.same(full.a, json.decode(doc, "a"))
+    assert.same(full.a.b, json.decode(doc, "a", "b"))
+    assert.equal(9007199254740993, json.decode(doc, "a", "n"))
+    assert.equal(math.type(full.a.n), math.type(json.decode(doc, "a", "n")))
+    assert.equal(full.s, json.decode(doc, "s"))
+    assert.equal(json.null, json.decode(doc, "z"))
+    assert.is_true(json.decode(doc, "t"))
+    -- an array read this way still encodes as an array
+    assert.equal("[1,{\"c\":\"x\"}]", json.encode(json.decode(doc, "a", "b")))
+  end)
+
+  it("gives nil for a member that is not there, or under something that is not an object", function()
+    assert.is_nil(json.decode(doc, "nope"))
+    assert.is_nil(json.decode(doc, "a", "nope"))
+    assert.is_nil(json.decode(doc, "s", "x"))     -- a string has no members
+    assert.is_nil(json.decode(doc, "a", "b", "c")) -- nor has an array (keys are names)
+    assert.is_nil(json.decode("[1,2]", "a"))
+    assert.is_nil(json.decode("{}", "a"))
+  end)
+
+  it("takes the last of a repeated key, as a full decode does", function()
+    assert.equal(2, json.decode('{"a":1,"a":2}', "a"))
+    assert.is_nil(json.decode('{"a":{"b":1},"a":{"c":2}}', "a", "b"))
+  end)
+
+  it("matches keys by their unescaped text", function()
+    assert.equal(5, json.decode('{"a\\"b":5}', 'a"b'))
+    assert.equal(6, json.decode('{"\\u00e9":6}', "\u{e9}"))
+  end)
+
+  it("still rejects bad JSON anywhere in the text, with the same error", function()
+    for _, s in ipairs{'{"a":1,"b":tru}', '{"a":1} x', '{"a":1,"b":"\255"}', '{"b":[1,2}',
+                       '{"a":1,' .. ("["):rep(2000) .. ("]"):rep(2000) .. '}'} do
+      local _, full_err = json.decode(s)
+      local v, err = json.decode(s, "a")
+      assert.is_nil(v, s)
+      assert.equal(full_err, err)
+    end
+  end)
+
+  it("refuses keys that are not strings and paths longer than 16", function()
+    assert.has_error(function() json.decode("{}", 1) end)
+    local keys = {}
+    for i = 1, 17 do keys[i] = "k" end
+    assert.has_error(function() json.decode("{}", table.unpack(keys)) end)
+  end)
+end)

@@ -47,6 +47,45 @@ describe("reply: nest handlers", function()
   end)
 end)
 
+describe("reply: nest routes, events and requests (the outcome kroute run has)", function()
+  local F2 = "spec/unit/fixtures/nest/service.lua"
+  local with_to = assert(testing.handler(F2, {reply = "nest", to = "seen"}))
+  local without_to = assert(testing.handler(F2, {reply = "nest"}))
+
+  it("answers a request with the first returned value; emits still go out", function()
+    local res = with_to:run{topic = "shout", value = "hi"}
+    assert.is_true(res.is_request)
+    assert.equal("HI", res.reply)
+    assert.same({"audit"}, {res.records[1].topic})
+    assert.equal(1, #res.records)
+  end)
+
+  it("sends an event's returned values to `to`, and gives no reply", function()
+    local res = with_to:run({topic = "shout", value = "hi"}, {raw = true})
+    assert.is_false(res.is_request)
+    assert.is_nil(res.reply)
+    local got = {}
+    for _, r in ipairs(res.records) do got[#got + 1] = r.topic .. "=" .. r.value end
+    assert.same({"audit=shouted hi", "seen=HI", "seen=ignored second value"}, got)
+  end)
+
+  it("drops an event's returned values where the route has no `to`", function()
+    local res = without_to:run({topic = "shout", value = "hi"}, {raw = true})
+    assert.is_true(res.ok, res.error)
+    assert.is_nil(res.reply)
+    assert.equal(1, #res.records)
+    assert.equal("audit", res.records[1].topic)
+  end)
+
+  it("fails a run on a route without `to` whose output has no topic", function()
+    local h = assert(testing.handler(F2, {}))
+    local res = h:run{topic = "shout", value = "hi"}
+    assert.is_false(res.ok)
+    assert.matches("has no 'to' topic", res.error)
+    assert.equal(0, #res.records)
+  end)
+end)
+
 describe("kroute.request", function()
   local caller = assert(testing.handler(F .. "caller.lua", {to = "out"}))
 

@@ -22,9 +22,16 @@ function M.max(msg)
 end
 
 -- ClientKafka.send('echo', {key, value, headers}) arrives with that key and
--- those headers; echo them back so the caller can see what kroute saw.
+-- those headers; echo them back so the caller can see what kroute saw. The
+-- reply record keeps its key and headers, as a NestJS handler's returned
+-- {key, value, headers} does (a plain table with a `key` or `value` field
+-- would itself be read as such an envelope, as NestJS reads it).
 function M.echo(msg)
-  return { data = msg.data, key = msg.key, h = msg.headers.h }
+  return kroute.record{
+    key = msg.key,
+    value = { data = msg.data, key = msg.key, h = msg.headers.h },
+    headers = { h = msg.headers.h },
+  }
 end
 
 function M.fail(msg)
