@@ -44,8 +44,14 @@ static void fuzz_json(const char *text, size_t len)
     luaopen_kroute_json(L); /* registers the array marker */
     lua_pop(L, 1);
     char err[256];
-    if (kr_json_decode(L, text, len, err, sizeof(err)) == 0)
+    int full = kr_json_decode(L, text, len, err, sizeof(err));
+    if (full == 0)
         kr_json_encode(L, -1, err, sizeof(err));
+    /* a path read checks the same text: it must fail exactly when the
+     * full decode does */
+    static const kr_json_key_t path[] = {{"a", 1}, {"b", 1}};
+    if ((kr_json_decode_path(L, text, len, path, 2, err, sizeof(err)) == 0) != (full == 0))
+        abort();
     lua_close(L);
 }
 

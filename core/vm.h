@@ -40,8 +40,10 @@ int kr_vm_run(kr_vm_t *vm, kr_run_t *run);
 int kr_vm_resume(kr_vm_t *vm, kr_run_t *run, const char *value, size_t len, const char *err);
 /* Drops a yielded run (revoke, shutdown): its outputs are discarded. */
 void kr_vm_abandon(kr_vm_t *vm, kr_run_t *run);
-/* Files the VM loaded: the handler, then every module it required. */
-const char *const *kr_vm_files(const kr_vm_t *vm, size_t *cnt);
+/* The next file the VM loaded (the handler, then every module it required,
+ * also during a run) that was not taken before, as a copy the caller
+ * frees; NULL when there is none. Any thread. */
+char *kr_vm_take_file(kr_vm_t *vm);
 /* 1 when the handler defines reload_state (any thread). */
 int kr_vm_has_state(const kr_vm_t *vm);
 /* Calls the handler's reload_state() and appends its result as JSON text

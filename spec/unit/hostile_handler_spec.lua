@@ -195,10 +195,11 @@ describe("hostile handlers", function()
         local kroute = require "kroute"
         return function(msg)
           return tostring(getmetatable(msg)) .. " " .. tostring(getmetatable(kroute.record{value = "v"}))
+            .. " " .. tostring(getmetatable(kroute.json.decode("[]")))
         end]]))
       local res = vm:handle{topic = "in", value = "x"}
       assert(res.ok, res.error)
-      assert.equal("kroute kroute", res.records[1].value)
+      assert.equal("kroute kroute kroute", res.records[1].value)
       vm:close()
     end)
 

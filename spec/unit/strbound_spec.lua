@@ -3,7 +3,7 @@
 -- that give exactly stock Lua 5.4's results and errors, but stop at the
 -- run's deadline even inside one long C call. busted runs in stock lua5.4,
 -- so the global `string` and `table` here are the reference.
-local ts = require("kroute.native").testsupport
+local ts = require("kroute.testsupport")
 
 local LONG = 600000 -- ms: a deadline the differential cases never reach
 
