@@ -6,10 +6,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "clock.h"
 #include "kafkaconf.h"
 #include "log.h"
 #include "metrics.h"
+
+/* how long an assignment waits for the group's committed offsets */
+#define COMMITTED_TIMEOUT_MS 3000
+/* how long a commit on revoke or close waits out a passing refusal */
+#define COMMIT_RETRY_MS 2000
 
 struct kr_consumer {
     rd_kafka_t *rk;
@@ -17,6 +24,7 @@ struct kr_consumer {
     char *group;
     kr_consumer_hooks_t hooks;
     rd_kafka_topic_partition_list_t *committed; /* last successful commit per partition */
+    rd_kafka_topic_partition_list_t *stores;    /* offsets stored since the last flush */
 };
 
 /* offset_commit_cb (router thread, from the consumer queue): remembers
@@ -53,6 +61,24 @@ static void log_parts(const char *what, const char *group,
             parts->cnt ? buf : "-");
 }
 
+/* Calls the assign hook with the group's committed offsets, so the
+ * dispatcher knows where each partition was left (asked here, one round
+ * trip per rebalance: librdkafka's own answer is not exposed). Unknown
+ * (the coordinator did not answer in time) means no such knowledge. */
+static void assigned_with_committed(kr_consumer_t *c,
+                                    const rd_kafka_topic_partition_list_t *parts)
+{
+    rd_kafka_topic_partition_list_t *at = rd_kafka_topic_partition_list_copy(parts);
+    rd_kafka_resp_err_t err = rd_kafka_committed(c->rk, at, COMMITTED_TIMEOUT_MS);
+    for (int i = 0; i < at->cnt; i++)
+        if (err || at->elems[i].err)
+            at->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
+    if (err)
+        kr_warn("consumer", "group=%s committed offsets: %s", c->group, rd_kafka_err2str(err));
+    c->hooks.assigned(c->hooks.ctx, at);
+    rd_kafka_topic_partition_list_destroy(at);
+}
+
 /* rebalance_cb: triggered from rd_kafka_consumer_poll/consume_batch_queue
  * (and close) on the polling thread. */
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -64,7 +90,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     rd_kafka_resp_err_t ret = RD_KAFKA_RESP_ERR_NO_ERROR;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         log_parts("assigned", c->group, parts);
-        if (c->hooks.assigned)
+        if (c->hooks.assigned && c->hooks.committed)
+            assigned_with_committed(c, parts);
+        else if (c->hooks.assigned)
             c->hooks.assigned(c->hooks.ctx, parts);
         if (cooperative)
             error = rd_kafka_incremental_assign(rk, parts);
@@ -89,21 +117,25 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 }
 
 kr_consumer_t *kr_consumer_new(const char *brokers, const char *group, const kr_props_t *props,
-                               const kr_consumer_hooks_t *hooks, char *errstr,
-                               size_t errsize)
+                               size_t prefetch_kb, const kr_consumer_hooks_t *hooks,
+                               char *errstr, size_t errsize)
 {
     /* session/heartbeat values that also work on the mock cluster; a
      * route file can override any of them */
-    static const char *const defaults[] = {"enable.auto.commit", "true",
-                                           "auto.commit.interval.ms", "1000",
-                                           "auto.offset.reset", "earliest",
-                                           "session.timeout.ms", "6000",
-                                           "heartbeat.interval.ms", "500",
-                                           "fetch.wait.max.ms", "100",
-                                           "queued.min.messages", "1000000",
-                                           "topic.metadata.refresh.interval.ms", "5000",
-                                           "client.id", "kroute",
-                                           NULL};
+    char prefetch[24];
+    snprintf(prefetch, sizeof(prefetch), "%zu", prefetch_kb);
+    const char *const defaults[] = {"enable.auto.commit", "true",
+                                    "auto.commit.interval.ms", "1000",
+                                    "auto.offset.reset", "earliest",
+                                    "session.timeout.ms", "6000",
+                                    "heartbeat.interval.ms", "500",
+                                    "fetch.wait.max.ms", "100",
+                                    "queued.min.messages", "1000000",
+                                    "topic.metadata.refresh.interval.ms", "5000",
+                                    "client.id", "kroute",
+                                    /* last: left out when 0 */
+                                    prefetch_kb ? "queued.max.messages.kbytes" : NULL, prefetch,
+                                    NULL};
     kr_consumer_t *c = calloc(1, sizeof(*c));
     if (!c)
         abort();
@@ -143,11 +175,16 @@ fail:
 int kr_consumer_subscribe(kr_consumer_t *c, const char *const *topics, size_t cnt,
                           char *errstr, size_t errsize)
 {
-    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)cnt);
-    for (size_t i = 0; i < cnt; i++)
-        rd_kafka_topic_partition_list_add(list, topics[i], RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t err = rd_kafka_subscribe(c->rk, list);
-    rd_kafka_topic_partition_list_destroy(list);
+    rd_kafka_resp_err_t err;
+    if (cnt == 0) { /* librdkafka refuses an empty subscription */
+        err = rd_kafka_unsubscribe(c->rk);
+    } else {
+        rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)cnt);
+        for (size_t i = 0; i < cnt; i++)
+            rd_kafka_topic_partition_list_add(list, topics[i], RD_KAFKA_PARTITION_UA);
+        err = rd_kafka_subscribe(c->rk, list);
+        rd_kafka_topic_partition_list_destroy(list);
+    }
     if (err) {
         snprintf(errstr, errsize, "group %s: subscribe failed: %s", c->group,
                  rd_kafka_err2str(err));
@@ -169,20 +206,67 @@ void kr_consumer_wake_fd(kr_consumer_t *c, int fd)
 
 void kr_consumer_store(kr_consumer_t *c, const char *topic, int32_t partition, int64_t offset)
 {
-    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(list, topic, partition)->offset = offset;
-    rd_kafka_resp_err_t err = rd_kafka_offsets_store(c->rk, list);
-    if (err)
-        kr_debug("consumer", "group=%s store %s[%d]@%lld: %s", c->group, topic, (int)partition,
-                 (long long)offset, rd_kafka_err2str(err));
+    /* gathered, and handed to librdkafka once per pass of the event loop
+     * (kr_consumer_flush_stores): an offset advances with almost every
+     * delivery report, and each rd_kafka_offsets_store call costs a list */
+    if (!c->stores)
+        c->stores = rd_kafka_topic_partition_list_new(16);
+    rd_kafka_topic_partition_t *e = rd_kafka_topic_partition_list_find(c->stores, topic, partition);
+    if (!e)
+        e = rd_kafka_topic_partition_list_add(c->stores, topic, partition);
+    e->offset = offset;
+}
+
+void kr_consumer_flush_stores(kr_consumer_t *c)
+{
+    rd_kafka_topic_partition_list_t *list = c->stores;
+    if (!list)
+        return;
+    c->stores = NULL;
+    rd_kafka_offsets_store(c->rk, list);
+    for (int i = 0; i < list->cnt; i++) /* a partition revoked meanwhile: nothing to keep */
+        if (list->elems[i].err)
+            kr_debug("consumer", "group=%s store %s[%d]@%lld: %s", c->group, list->elems[i].topic,
+                     (int)list->elems[i].partition, (long long)list->elems[i].offset,
+                     rd_kafka_err2str(list->elems[i].err));
+    /* destroyed now: once stored, an element holds a reference to its
+     * partition, and rd_kafka_destroy waits for every such reference */
     rd_kafka_topic_partition_list_destroy(list);
+}
+
+/* Answers of a live coordinator that pass within moments: the group
+ * completing a rebalance (its leader has not sent the assignment yet), or
+ * the coordinator moving or loading. Anything else is not retried: a
+ * broker that does not answer would only make shutdown slower. */
+static int commit_passing(rd_kafka_resp_err_t err)
+{
+    return err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
+           err == RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS ||
+           err == RD_KAFKA_RESP_ERR_NOT_COORDINATOR;
 }
 
 void kr_consumer_commit(kr_consumer_t *c)
 {
-    rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 0);
+    kr_consumer_flush_stores(c);
+    /* a revoke or a close commits once: what fails here is redelivered
+     * to the partitions' next owner, so a passing refusal is waited out */
+    int64_t until = kr_clock_ms() + COMMIT_RETRY_MS;
+    rd_kafka_resp_err_t err;
+    while ((err = rd_kafka_commit(c->rk, NULL, 0)) && commit_passing(err) &&
+           kr_clock_ms() < until) {
+        kr_debug("consumer", "group=%s commit: %s: trying again", c->group, rd_kafka_err2str(err));
+        usleep(100 * 1000);
+    }
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
         kr_warn("consumer", "group=%s commit: %s", c->group, rd_kafka_err2str(err));
+}
+
+int64_t kr_consumer_high_watermark(kr_consumer_t *c, const char *topic, int32_t partition)
+{
+    int64_t low, high;
+    if (rd_kafka_get_watermark_offsets(c->rk, topic, partition, &low, &high) || high < 0)
+        return -1;
+    return high;
 }
 
 void kr_consumer_pause(kr_consumer_t *c, const char *topic, int32_t partition, int pause)
@@ -215,11 +299,6 @@ int kr_consumer_seek(kr_consumer_t *c, const rd_kafka_topic_partition_list_t *to
     return rc;
 }
 
-const char *kr_consumer_group(const kr_consumer_t *c)
-{
-    return c->group;
-}
-
 void kr_consumer_close(kr_consumer_t *c)
 {
     if (!c)
@@ -228,6 +307,8 @@ void kr_consumer_close(kr_consumer_t *c)
     rd_kafka_queue_io_event_enable(c->q, -1, NULL, 0);
     rd_kafka_queue_destroy(c->q);
     rd_kafka_consumer_close(c->rk);
+    if (c->stores) /* advanced by a lost partition's revoke: not to be committed */
+        rd_kafka_topic_partition_list_destroy(c->stores);
     rd_kafka_destroy(c->rk);
     rd_kafka_topic_partition_list_destroy(c->committed);
     free(c->group);
@@ -272,15 +353,12 @@ void kr_consumer_render_partitions(kr_consumer_t *c, kr_buf_t *lag, kr_buf_t *co
             if ((k && !e) || (!k && (!have_hi || !e)))
                 continue;
             const char *name = k ? "kroute_committed_offset" : "kroute_consumer_lag";
-            kr_buf_add(b, name, strlen(name));
-            kr_buf_add(b, "{group=", 7);
-            kr_metrics_label(b, c->group);
-            kr_buf_add(b, ",topic=", 7);
-            kr_metrics_label(b, p->topic);
-            char tail[96];
-            int n = snprintf(tail, sizeof(tail), ",partition=\"%d\"} %lld\n", (int)p->partition,
-                             (long long)(k ? e->offset : (hi > e->offset ? hi - e->offset : 0)));
-            kr_buf_add(b, tail, (size_t)n);
+            long long value = k ? e->offset : (hi > e->offset ? hi - e->offset : 0);
+            char partition[16];
+            snprintf(partition, sizeof(partition), "%d", (int)p->partition);
+            kr_metric_label_t labels[] = {
+                {"group", c->group}, {"topic", p->topic}, {"partition", partition}};
+            kr_metrics_sample_int(b, name, labels, 3, value);
         }
     }
     rd_kafka_topic_partition_list_destroy(parts);

@@ -2,7 +2,9 @@
  * Each assigned partition is a lane: its messages are handled in offset
  * order (a retrying message holds its lane, not the others), outputs are
  * produced as soon as a handler succeeds, and the lane's offset advances
- * only over messages whose every output has a successful delivery report. */
+ * only over messages whose every output has a successful delivery report.
+ * Implemented in engine/ (one file per concern; engine/internal.h says
+ * which and who owns what). */
 #ifndef KR_DISPATCH_H
 #define KR_DISPATCH_H
 
@@ -18,8 +20,16 @@
 typedef struct kr_dispatch kr_dispatch_t;
 typedef struct kr_group kr_group_t;
 
-/* Takes over the caller's reference to the first generation. */
-kr_dispatch_t *kr_dispatch_new(kr_gen_t *gen);
+/* The default in-flight budget: bytes of consumed messages (key, value and
+ * about 512 bytes of bookkeeping each) held before consuming waits. */
+#define KR_DISPATCH_BUDGET ((size_t)64 << 20)
+/* How long consuming may wait for a spent budget before partitions pause
+ * instead (polling serves rebalances and keeps the group membership). */
+#define KR_BUDGET_HOLD_MS 500
+
+/* Takes over the caller's reference to the first generation. `budget`:
+ * in-flight bytes before consuming waits (0: KR_DISPATCH_BUDGET). */
+kr_dispatch_t *kr_dispatch_new(kr_gen_t *gen, size_t budget);
 /* The live generation. */
 kr_gen_t *kr_dispatch_gen(const kr_dispatch_t *d);
 /* Makes `gen` live (taking over the caller's reference): messages that
@@ -43,8 +53,12 @@ void kr_group_set_consumer(kr_group_t *g, kr_consumer_t *c);
 const char *const *kr_group_subscriptions(kr_group_t *g, size_t *cnt);
 const char *kr_group_name(const kr_group_t *g);
 
-/* Hooks for kr_consumer_hooks_t (ctx = kr_group_t *). */
+/* The assign hook for kr_consumer_hooks_t (ctx = kr_group_t *): `parts`
+ * carries the group's committed offsets (RD_KAFKA_OFFSET_INVALID when
+ * none or unknown). */
 void kr_dispatch_assigned(void *g, const rd_kafka_topic_partition_list_t *parts);
+/* The revoke hook for kr_consumer_hooks_t (ctx = kr_group_t *): commits
+ * what is done (unless lost), then drops the partitions' lanes. */
 void kr_dispatch_revoked(void *g, const rd_kafka_topic_partition_list_t *parts, int lost);
 /* kr_delivery_cb_t (ctx = kr_dispatch_t *). */
 void kr_dispatch_delivered(void *d, void *msg_opaque, rd_kafka_resp_err_t err);
@@ -66,12 +80,20 @@ size_t kr_dispatch_poll_jobs(kr_dispatch_t *d);
 /* Reads replies and resumes the handlers waiting for them. */
 size_t kr_dispatch_poll_replies(kr_dispatch_t *d);
 
+/* Whether the router may take messages from the consumers now: 0 while
+ * the in-flight budget is spent, for up to KR_BUDGET_HOLD_MS; after that 1
+ * again, and partitions pause as they deliver (see engine/lanes.c). */
+int kr_dispatch_may_consume(kr_dispatch_t *d);
+/* The default of each group consumer's queued.max.messages.kbytes: what
+ * librdkafka fetches ahead, as much as the in-flight budget (at least
+ * 1 MiB, at most librdkafka's own 64 MiB), so --max-inflight bounds both. */
+size_t kr_dispatch_prefetch_kb(const kr_dispatch_t *d);
 /* Takes ownership of a consumed message and runs what it can now. */
 void kr_dispatch_message(kr_group_t *g, rd_kafka_message_t *rkm);
-/* Runs due retries, sends requests whose reply partition became known and
- * times out requests. Returns ms until the next deadline, or -1. */
+/* Runs due retries, sends requests whose reply partition became known,
+ * times out requests and hands the offsets advanced since the last call
+ * to librdkafka. Returns ms until the next deadline, or -1. */
 int kr_dispatch_tick(kr_dispatch_t *d);
-/* Messages consumed but not yet committed-ready. */
 /* Non-zero when the producer failed an output (not the record's fault):
  * the router then calls kr_dispatch_rewind, after replacing a fatal
  * producer. */
@@ -79,6 +101,7 @@ int kr_dispatch_rewind_wanted(const kr_dispatch_t *d);
 /* Sends every partition with unstored messages back to its first one
  * (seek) and forgets the rest of it: those inputs are handled again. */
 void kr_dispatch_rewind(kr_dispatch_t *d);
+/* Messages consumed and not yet committable (the drain timeout's log). */
 size_t kr_dispatch_inflight(const kr_dispatch_t *d);
 /* Stops handling: drops messages not yet handled (they were not
  * committed, so they are redelivered) and waits up to timeout_ms for the

@@ -98,16 +98,33 @@ void kr_gen_export_free(kr_gen_export_t *x)
     free(x);
 }
 
-static void add_file(kr_gen_t *g, const char *path)
+/* Adds path (taking it over) to the files unless it is there; returns 1
+ * when added. */
+static int add_file(kr_gen_t *g, char *path)
 {
-    for (size_t i = 0; i < g->file_cnt; i++)
-        if (!strcmp(g->files[i], path))
-            return;
+    for (size_t i = 0; i < g->file_cnt; i++) {
+        if (!strcmp(g->files[i], path)) {
+            free(path);
+            return 0;
+        }
+    }
     char **files = realloc(g->files, (g->file_cnt + 1) * sizeof(*files));
-    if (!files || !(files[g->file_cnt] = strdup(path)))
+    if (!files)
         abort();
+    files[g->file_cnt++] = path;
     g->files = files;
-    g->file_cnt++;
+    return 1;
+}
+
+size_t kr_gen_take_new_files(kr_gen_t *g)
+{
+    size_t added = 0;
+    char *path;
+    for (int w = 0; w < g->worker_cnt; w++)
+        for (size_t i = 0; i < g->workers[w]->vm_cnt; i++)
+            while ((path = kr_vm_take_file(g->workers[w]->vms[i])))
+                added += (size_t)add_file(g, path);
+    return added;
 }
 
 static void gen_free(kr_gen_t *g)
@@ -163,14 +180,13 @@ kr_gen_t *kr_gen_build(const kr_gen_opts_t *o, const kr_gen_t *prev, kr_gen_expo
         gen_free(g);
         return NULL;
     }
-    for (size_t i = 0; i < cfg->file_cnt; i++)
-        add_file(g, cfg->files[i]);
-    for (size_t i = 0; i < g->workers[0]->vm_cnt; i++) {
-        size_t n;
-        const char *const *files = kr_vm_files(g->workers[0]->vms[i], &n);
-        for (size_t j = 0; j < n; j++)
-            add_file(g, files[j]);
+    for (size_t i = 0; i < cfg->file_cnt; i++) {
+        char *path = strdup(cfg->files[i]);
+        if (!path)
+            abort();
+        add_file(g, path);
     }
+    kr_gen_take_new_files(g);
     return g;
 }
 

@@ -40,6 +40,11 @@ typedef struct kr_gen {
     int refs;
 } kr_gen_t;
 
+/* Adds to g->files what its VMs loaded since the last call (a module a
+ * handler first requires while handling an event); returns how many new
+ * files. Router thread. */
+size_t kr_gen_take_new_files(kr_gen_t *g);
+
 /* A reload's export of route state (reload_state()) from a live
  * generation, running on the pool threads that own its VMs. */
 typedef struct kr_gen_export kr_gen_export_t;

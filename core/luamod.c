@@ -1,8 +1,10 @@
 /* luamod.c - `require "kroute.native"`: the real C core as a loadable Lua
  * module, so busted specs test the same config loader, pattern matcher,
  * JSON codec and handler sandbox the kroute binary runs - without Kafka.
- * Exposes: load_config, match, subscription, vm (handler runner), json,
- * and testsupport (processes and a Kafka client for integration specs). */
+ * Exposes: load_config, match, subscription, vm (handler runner), json.
+ * `make install` and the Debian package ship it, for `kroute test`; the
+ * specs' processes and Kafka client are a module of their own
+ * (kroute.testsupport, core/testsupport/), never installed. */
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,9 +13,10 @@
 #include "json.h"
 #include "lapi.h"
 #include "message.h"
+#include "nest.h"
+#include "outcome.h"
 #include "pattern.h"
 #include "record.h"
-#include "testsupport.h"
 #include "vm.h"
 
 #define VM_MT "kroute.native.vm"
@@ -272,6 +275,10 @@ static int answer_request(lua_State *L, kr_vm_t *vm, kr_run_t *run, int requests
         push_bytes_field(L, "value", req->value.data ? req->value.data : "", req->value.len);
     if (req->key_mode == KR_KEY_SET)
         push_bytes_field(L, "key", req->key.data ? req->key.data : "", req->key.len);
+    if (req->partition != RD_KAFKA_PARTITION_UA)
+        set_int(L, "partition", req->partition);
+    push_headers_list(L, req->headers); /* the caller's own; kroute adds the NestJS three */
+    lua_setfield(L, -2, "headers");
     lua_rawseti(L, requests_idx, (lua_Integer)lua_rawlen(L, requests_idx) + 1);
 
     int top = lua_gettop(L);
@@ -297,9 +304,16 @@ static int answer_request(lua_State *L, kr_vm_t *vm, kr_run_t *run, int requests
     } else if (lua_isnil(L, -1)) {
         err = lua_pushfstring(L, "no scripted reply for pattern '%s'", req->topic);
     }
-    /* the value at -1 is the reply: encode it as a NestJS server would */
+    /* the value at -1 is the reply: encode it as a NestJS server would
+     * (the value of a {key, value} envelope; an object's own toString) */
     char jerr[256];
-    int has_value = !err && !lua_isnil(L, -1);
+    if (!err && kr_nest_is_envelope(L, -1))
+        lua_getfield(L, -1, "value");
+    if (!err && lua_istable(L, -1) && luaL_getmetafield(L, -1, "__tostring") != LUA_TNIL) {
+        lua_pop(L, 1);
+        luaL_tolstring(L, -1, NULL);
+    }
+    int has_value = !err && !lua_isnil(L, -1) && !kr_json_is_null(L, -1);
     if (has_value && lua_type(L, -1) != LUA_TSTRING &&
         kr_json_encode(L, -1, jerr, sizeof(jerr)) < 0) {
         err = lua_pushstring(L, jerr);
@@ -336,17 +350,23 @@ static int l_vm_handle(lua_State *L)
     rd_kafka_headers_t *hdrs = lua_istable(L, -1) ? headers_from_lua(L, lua_gettop(L)) : NULL;
     msg.headers = hdrs;
 
-    kr_run_t run = {.msg = &msg};
+    /* whether the dispatcher would take the message for a NestJS request */
+    kr_nest_req_t nreq;
+    int is_request = kr_nest_parse_request(hdrs, &nreq);
+    kr_nest_req_free(&nreq);
+    const kr_outcome_route_t oroute = {ud->reply_nest, ud->to};
+    kr_run_t run = {.msg = &msg, .nest_reply = kr_outcome_answers(&oroute, is_request)};
     int rc = kr_vm_run(ud->vm, &run);
     lua_newtable(L); /* requests made, in order */
     int requests_idx = lua_gettop(L);
     while (rc == KR_VM_YIELDED)
         rc = answer_request(L, ud->vm, &run, requests_idx);
-    const char *no_topic =
-        rc == 0 && !ud->reply_nest ? kr_run_missing_topic(&run, ud->to) : NULL;
-    if (no_topic) { /* fail the run exactly as the dispatcher does */
+    kr_outcome_t plan = {.reply_rec = -1};
+    if (rc == 0)
+        kr_outcome_plan(&run, &oroute, is_request, &plan);
+    if (plan.fail) { /* fail the run exactly as the dispatcher does */
         rc = -1;
-        run.error = strdup(no_topic);
+        run.error = strdup(plan.fail);
         run.trace = strdup("");
         for (size_t i = 0; i < run.cnt; i++)
             kr_record_free(&run.recs[i]);
@@ -358,15 +378,12 @@ static int l_vm_handle(lua_State *L)
     set_str(L, "error", run.error);
     set_str(L, "trace", run.trace);
     lua_newtable(L);
-    const kr_record_t *reply = NULL;
+    const kr_record_t *reply = rc == 0 && plan.reply_rec >= 0 ? &run.recs[plan.reply_rec] : NULL;
     lua_Integer n = 0;
     for (size_t i = 0; i < run.cnt; i++) {
         kr_resolved_t out;
-        if (ud->reply_nest && run.recs[i].returned) {
-            if (!reply) /* the reply: only the first returned value is sent */
-                reply = &run.recs[i];
+        if (!kr_outcome_is_output(&run, i, &oroute, is_request))
             continue;
-        }
         lua_newtable(L);
         if (kr_record_resolve(&run.recs[i], &msg, ud->to, &out) == 0)
             set_str(L, "topic", out.topic);
@@ -381,6 +398,23 @@ static int l_vm_handle(lua_State *L)
         lua_rawseti(L, -2, ++n);
     }
     lua_setfield(L, -2, "records");
+    if (ud->reply_nest) {
+        /* what the dispatcher would send a NestJS caller (if is_request) */
+        lua_pushboolean(L, is_request);
+        lua_setfield(L, -2, "is_request");
+        char *corr = kr_nest_header(hdrs, KR_NEST_CORRELATION);
+        char *err = rc == 0 ? NULL : kr_nest_error_text(run.error, run.no_handler);
+        rd_kafka_headers_t *rh = kr_nest_reply_headers(
+            reply && reply->headers ? rd_kafka_headers_copy(reply->headers) : NULL, corr, err,
+            !run.no_handler);
+        push_headers_list(L, rh);
+        lua_setfield(L, -2, "reply_headers");
+        rd_kafka_headers_destroy(rh);
+        free(err);
+        free(corr);
+    }
+    if (reply && reply->key_mode == KR_KEY_SET)
+        push_bytes_field(L, "reply_key", reply->key.data ? reply->key.data : "", reply->key.len);
     if (reply && !reply->value_null)
         push_bytes_field(L, "reply", reply->value.data ? reply->value.data : "",
                          reply->value.len);
@@ -450,7 +484,5 @@ int luaopen_kroute_native(lua_State *L)
     luaL_newlib(L, funcs);
     luaopen_kroute_json(L);
     lua_setfield(L, -2, "json");
-    luaopen_kroute_testsupport(L);
-    lua_setfield(L, -2, "testsupport");
     return 1;
 }

@@ -54,6 +54,11 @@ static void usage(FILE *out)
             "                     token POST /reload must send as 'Authorization: Bearer'\n"
             "                     (default: $KROUTE_ADMIN_TOKEN); without one, an endpoint\n"
             "                     reachable from the network refuses POST /reload\n"
+            "  --max-inflight SIZE\n"
+            "                     bytes of consumed messages held at once (default 64MiB):\n"
+            "                     past it, consuming waits (partitions pause if that\n"
+            "                     lasts over 500 ms, until half of it is free); also\n"
+            "                     librdkafka's prefetch, up to 64MiB\n"
             "  --drain-timeout D  on stop, wait up to D (default 25s) for handlers and\n"
             "                     outputs in flight; past it, give up and exit 1\n"
             "  --no-watch         do not watch route files for changes\n"
@@ -103,6 +108,7 @@ static int parse_run_opts(int argc, char **argv, kr_router_opts_t *o)
         OPT_ADMIN,
         OPT_ADMIN_TOKEN_FILE,
         OPT_DRAIN_TIMEOUT,
+        OPT_MAX_INFLIGHT,
         OPT_NO_WATCH,
         OPT_LOG_LEVEL,
         OPT_LOG_FORMAT
@@ -113,6 +119,8 @@ static int parse_run_opts(int argc, char **argv, kr_router_opts_t *o)
                                              {"admin", required_argument, NULL, OPT_ADMIN},
                                              {"admin-token-file", required_argument, NULL,
                                               OPT_ADMIN_TOKEN_FILE},
+                                             {"max-inflight", required_argument, NULL,
+                                              OPT_MAX_INFLIGHT},
                                              {"drain-timeout", required_argument, NULL,
                                               OPT_DRAIN_TIMEOUT},
                                              {"no-watch", no_argument, NULL, OPT_NO_WATCH},
@@ -151,6 +159,16 @@ static int parse_run_opts(int argc, char **argv, kr_router_opts_t *o)
                 return -1;
             }
             o->drain_timeout_ms = (int)ms;
+            break;
+        }
+        case OPT_MAX_INFLIGHT: {
+            size_t bytes = kr_config_parse_size(optarg);
+            if (bytes < (64u << 10)) {
+                fprintf(stderr, "kroute: --max-inflight takes a size of at least 64KiB, like "
+                                "64MiB or 512MiB; got '%s'\n", optarg);
+                return -1;
+            }
+            o->max_inflight = bytes;
             break;
         }
         case OPT_NO_WATCH: o->watch = 0; break;

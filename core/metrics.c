@@ -36,7 +36,9 @@ void kr_metrics_observe(kr_route_stats_t *s, double seconds)
     s->lat_sum += seconds;
 }
 
-void kr_metrics_label(kr_buf_t *out, const char *value)
+/* A label value in Prometheus text: quotes, backslashes and newlines
+ * escaped. */
+static void label_value(kr_buf_t *out, const char *value)
 {
     kr_buf_addc(out, '"');
     for (const char *c = value; *c; c++) {
@@ -57,17 +59,53 @@ void kr_metrics_family(kr_buf_t *out, const char *name, const char *type, const 
     kr_buf_add(out, line, (size_t)n);
 }
 
-static void sample(kr_buf_t *out, const char *name, const char *route, const char *extra,
-                   double value)
+/* A sample's name and labels, up to the space before its value. */
+static void sample_head(kr_buf_t *out, const char *name, const kr_metric_label_t *labels,
+                        size_t label_cnt)
+{
+    kr_buf_add(out, name, strlen(name));
+    for (size_t i = 0; i < label_cnt; i++) {
+        kr_buf_addc(out, i ? ',' : '{');
+        kr_buf_add(out, labels[i].name, strlen(labels[i].name));
+        kr_buf_addc(out, '=');
+        label_value(out, labels[i].value);
+    }
+    if (label_cnt)
+        kr_buf_addc(out, '}');
+    kr_buf_addc(out, ' ');
+}
+
+void kr_metrics_sample(kr_buf_t *out, const char *name, const kr_metric_label_t *labels,
+                       size_t label_cnt, double value)
 {
     char num[64];
-    kr_buf_add(out, name, strlen(name));
-    kr_buf_add(out, "{route=", 7);
-    kr_metrics_label(out, route);
-    if (extra)
-        kr_buf_add(out, extra, strlen(extra));
-    int n = snprintf(num, sizeof(num), "} %.17g\n", value);
+    sample_head(out, name, labels, label_cnt);
+    int n = snprintf(num, sizeof(num), "%.17g\n", value);
     kr_buf_add(out, num, (size_t)n);
+}
+
+void kr_metrics_sample_int(kr_buf_t *out, const char *name, const kr_metric_label_t *labels,
+                           size_t label_cnt, long long value)
+{
+    char num[32];
+    sample_head(out, name, labels, label_cnt);
+    int n = snprintf(num, sizeof(num), "%lld\n", value);
+    kr_buf_add(out, num, (size_t)n);
+}
+
+void kr_metrics_single(kr_buf_t *out, const char *name, const char *type, const char *help,
+                       double value)
+{
+    kr_metrics_family(out, name, type, help);
+    kr_metrics_sample(out, name, NULL, 0, value);
+}
+
+/* A route's sample, with an `le` label for a histogram bucket. */
+static void route_sample(kr_buf_t *out, const char *name, const char *route, const char *le,
+                         double value)
+{
+    kr_metric_label_t labels[] = {{"route", route}, {"le", le}};
+    kr_metrics_sample(out, name, labels, le ? 2 : 1, value);
 }
 
 typedef struct counter {
@@ -98,7 +136,7 @@ void kr_metrics_render_routes(const kr_metrics_t *m, kr_buf_t *out)
         for (size_t i = 0; i < m->route_cnt; i++) {
             const uint64_t *v =
                 (const uint64_t *)((const char *)m->routes[i] + counters[c].offset);
-            sample(out, counters[c].name, m->routes[i]->name, NULL, (double)*v);
+            route_sample(out, counters[c].name, m->routes[i]->name, NULL, (double)*v);
         }
     }
     kr_metrics_family(out, "kroute_handler_duration_seconds", "histogram",
@@ -106,17 +144,18 @@ void kr_metrics_render_routes(const kr_metrics_t *m, kr_buf_t *out)
     for (size_t i = 0; i < m->route_cnt; i++) {
         const kr_route_stats_t *s = m->routes[i];
         uint64_t cum = 0;
-        char le[48];
+        char le[32];
         for (int b = 0; b < KR_LATENCY_BUCKETS; b++) {
             cum += s->buckets[b];
-            snprintf(le, sizeof(le), ",le=\"%g\"", bounds[b]);
-            sample(out, "kroute_handler_duration_seconds_bucket", s->name, le, (double)cum);
+            snprintf(le, sizeof(le), "%g", bounds[b]);
+            route_sample(out, "kroute_handler_duration_seconds_bucket", s->name, le,
+                         (double)cum);
         }
-        sample(out, "kroute_handler_duration_seconds_bucket", s->name, ",le=\"+Inf\"",
-               (double)s->lat_count);
-        sample(out, "kroute_handler_duration_seconds_sum", s->name, NULL, s->lat_sum);
-        sample(out, "kroute_handler_duration_seconds_count", s->name, NULL,
-               (double)s->lat_count);
+        route_sample(out, "kroute_handler_duration_seconds_bucket", s->name, "+Inf",
+                     (double)s->lat_count);
+        route_sample(out, "kroute_handler_duration_seconds_sum", s->name, NULL, s->lat_sum);
+        route_sample(out, "kroute_handler_duration_seconds_count", s->name, NULL,
+                     (double)s->lat_count);
     }
 }
 

@@ -1,6 +1,9 @@
 /* metrics.h - per-route counters and handler latency histograms, kept by
- * route name so they carry across reloads, rendered in the Prometheus
- * text format. Updated and read on the router thread only. */
+ * route name so they carry across reloads; and the one writer of the
+ * Prometheus text format (HELP/TYPE lines, label escaping, numbers) that
+ * every /metrics line goes through, whoever owns the figure (the
+ * dispatcher, the consumers, the router). Updated and read on the router
+ * thread only. */
 #ifndef KR_METRICS_H
 #define KR_METRICS_H
 
@@ -35,11 +38,22 @@ kr_route_stats_t *kr_metrics_route(kr_metrics_t *m, const char *name);
 void kr_metrics_observe(kr_route_stats_t *s, double seconds);
 /* Appends every route's series. */
 void kr_metrics_render_routes(const kr_metrics_t *m, kr_buf_t *out);
+/* One label of a sample; its value is escaped when written. */
+typedef struct kr_metric_label {
+    const char *name, *value;
+} kr_metric_label_t;
+
 /* Appends "# HELP/# TYPE" for a metric family. */
 void kr_metrics_family(kr_buf_t *out, const char *name, const char *type, const char *help);
-/* Appends the Prometheus text of a label value (quotes, backslashes,
- * newlines escaped). */
-void kr_metrics_label(kr_buf_t *out, const char *value);
+/* Appends one sample, `name{labels} value` (no braces without labels). */
+void kr_metrics_sample(kr_buf_t *out, const char *name, const kr_metric_label_t *labels,
+                       size_t label_cnt, double value);
+/* ...with an integer value (offsets, byte counts: exact past 2^53). */
+void kr_metrics_sample_int(kr_buf_t *out, const char *name, const kr_metric_label_t *labels,
+                           size_t label_cnt, long long value);
+/* Appends a family of one unlabelled sample: HELP, TYPE and the value. */
+void kr_metrics_single(kr_buf_t *out, const char *name, const char *type, const char *help,
+                       double value);
 void kr_metrics_free(kr_metrics_t *m);
 
 #endif

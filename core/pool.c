@@ -88,6 +88,10 @@ static thread_t *thread_start(kr_pool_t *p, int index)
     pthread_cond_init(&t->work, NULL);
     if (pthread_create(&t->tid, NULL, thread_main, t) != 0)
         abort();
+    /* named so top -H and perf tell the workers from the router ("kroute") */
+    char name[16];
+    snprintf(name, sizeof(name), "kr-worker-%u", (unsigned)index % 100000u);
+    pthread_setname_np(t->tid, name);
     return t;
 }
 
@@ -273,6 +277,7 @@ kr_pool_t *kr_pool_new(int threads, int wake_fd)
     pthread_mutex_unlock(&p->mu);
     if (pthread_create(&p->watchdog, NULL, watchdog_main, p) != 0)
         abort();
+    pthread_setname_np(p->watchdog, "kr-watchdog");
     return p;
 }
 

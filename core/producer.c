@@ -2,7 +2,15 @@
  * reordering from librdkafka's own retries), acks=all, murmur2_random (the
  * Java client's partitioner, so keyed records land where other clients put
  * them), and no message timeout: a record is retried until the broker takes
- * it or fails permanently, because giving up would mean losing input. */
+ * it or fails permanently, because giving up would mean losing input.
+ *
+ * Two librdkafka handles: linger.ms is per handle, and one value cannot
+ * serve both kinds of record. Bulk outputs (to:, emits, DLQ copies) gain
+ * from lingering (5 ms by default: bigger batches, fewer requests), while a
+ * reply or a kroute.request send has someone waiting for it, so those go
+ * through a second handle with linger.ms 0. Under load that handle still
+ * batches: records queue while its in-flight requests are out. When the
+ * bulk handle's linger.ms is 0 already, the one handle serves both. */
 #include "producer.h"
 
 #include <stdio.h>
@@ -13,11 +21,21 @@
 #include "log.h"
 
 struct kr_producer {
-    rd_kafka_t *rk;
+    rd_kafka_t *rk;        /* bulk records */
+    rd_kafka_t *prompt_rk; /* replies and requests; == rk when rk does not linger */
+    rd_kafka_queue_t *wake_q[2]; /* main queues with an io event, or NULL */
     kr_delivery_cb_t *cb;
     void *ctx;
     size_t max_message; /* effective message.max.bytes */
 };
+
+static const char *const producer_defaults[] = {"enable.idempotence", "true",
+                                                "acks", "all",
+                                                "partitioner", "murmur2_random",
+                                                "linger.ms", "5",
+                                                "message.timeout.ms", "0",
+                                                "client.id", "kroute",
+                                                NULL};
 
 /* dr_msg_cb: triggered by rd_kafka_poll()/flush() on the polling thread;
  * librdkafka frees rkmessage afterwards. */
@@ -28,25 +46,16 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkmessage, void 
     p->cb(p->ctx, rkmessage->_private, rkmessage->err);
 }
 
-kr_producer_t *kr_producer_new(const char *brokers, const kr_props_t *props,
-                               kr_delivery_cb_t *cb, void *ctx, char *errstr, size_t errsize)
+/* One handle from kroute's defaults, the route file's properties, then
+ * `overrides` (NULL-terminated name/value pairs). NULL with errstr set. */
+static rd_kafka_t *handle_new(kr_producer_t *p, const char *brokers, const kr_props_t *props,
+                              const char *const *overrides, char *errstr, size_t errsize)
 {
-    static const char *const defaults[] = {"enable.idempotence", "true",
-                                           "acks", "all",
-                                           "partitioner", "murmur2_random",
-                                           "linger.ms", "5",
-                                           "message.timeout.ms", "0",
-                                           "client.id", "kroute",
-                                           NULL};
-    kr_producer_t *p = calloc(1, sizeof(*p));
-    if (!p)
-        abort();
-    p->cb = cb;
-    p->ctx = ctx;
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (kr_kafkaconf_apply(conf, defaults, props, errstr, errsize) < 0)
-        goto fail;
     char err[512];
+    if (kr_kafkaconf_apply(conf, producer_defaults, props, errstr, errsize) < 0 ||
+        kr_kafkaconf_apply(conf, overrides, NULL, errstr, errsize) < 0)
+        goto fail;
     if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof(err)) !=
         RD_KAFKA_CONF_OK) {
         snprintf(errstr, errsize, "brokers '%s': %s", brokers, err);
@@ -54,36 +63,62 @@ kr_producer_t *kr_producer_new(const char *brokers, const kr_props_t *props,
     }
     rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
     rd_kafka_conf_set_opaque(conf, p);
-    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-    if (!p->rk) {
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    if (!rk) {
         snprintf(errstr, errsize, "cannot create producer: %s", err);
         goto fail;
     }
-    conf = NULL; /* owned by rk */
-    /* read back rather than parsed from props: librdkafka's default
-     * applies when the route files do not set it */
-    char num[32];
-    size_t num_size = sizeof(num);
-    p->max_message = 1000000;
-    if (rd_kafka_conf_get(rd_kafka_conf(p->rk), "message.max.bytes", num, &num_size) ==
-        RD_KAFKA_CONF_OK)
-        p->max_message = strtoull(num, NULL, 10);
-    return p;
+    return rk; /* conf is owned by rk */
 fail:
-    if (conf)
-        rd_kafka_conf_destroy(conf);
-    free(p);
+    rd_kafka_conf_destroy(conf);
     return NULL;
 }
 
-rd_kafka_resp_err_t kr_producer_send(kr_producer_t *p, const char *topic, int32_t partition,
-                                     const void *key, size_t key_len, const void *value,
-                                     size_t value_len, rd_kafka_headers_t *hdrs,
-                                     void *msg_opaque)
+/* A property of rk's effective configuration as a number (librdkafka's
+ * default applies when the route files do not set it). */
+static unsigned long long conf_number(rd_kafka_t *rk, const char *name, unsigned long long dflt)
 {
+    char num[32];
+    size_t num_size = sizeof(num);
+    if (rd_kafka_conf_get(rd_kafka_conf(rk), name, num, &num_size) != RD_KAFKA_CONF_OK)
+        return dflt;
+    return strtoull(num, NULL, 10);
+}
+
+kr_producer_t *kr_producer_new(const char *brokers, const kr_props_t *props,
+                               kr_delivery_cb_t *cb, void *ctx, char *errstr, size_t errsize)
+{
+    static const char *const prompt_overrides[] = {"linger.ms", "0", NULL};
+    kr_producer_t *p = calloc(1, sizeof(*p));
+    if (!p)
+        abort();
+    p->cb = cb;
+    p->ctx = ctx;
+    p->rk = handle_new(p, brokers, props, NULL, errstr, errsize);
+    if (!p->rk)
+        goto fail;
+    p->prompt_rk = p->rk;
+    if (conf_number(p->rk, "linger.ms", 5) > 0) {
+        p->prompt_rk = handle_new(p, brokers, props, prompt_overrides, errstr, errsize);
+        if (!p->prompt_rk)
+            goto fail;
+    }
+    p->max_message = conf_number(p->rk, "message.max.bytes", 1000000);
+    return p;
+fail:
+    kr_producer_free(p);
+    return NULL;
+}
+
+rd_kafka_resp_err_t kr_producer_send(kr_producer_t *p, int prompt, const char *topic,
+                                     int32_t partition, const void *key, size_t key_len,
+                                     const void *value, size_t value_len,
+                                     rd_kafka_headers_t *hdrs, void *msg_opaque)
+{
+    rd_kafka_t *rk = prompt ? p->prompt_rk : p->rk;
     for (;;) {
         rd_kafka_resp_err_t err = rd_kafka_producev(
-            p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+            rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
             RD_KAFKA_V_KEY((void *)key, key_len), RD_KAFKA_V_VALUE((void *)value, value_len),
             RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(msg_opaque), RD_KAFKA_V_END);
@@ -93,19 +128,27 @@ rd_kafka_resp_err_t kr_producer_send(kr_producer_t *p, const char *topic, int32_
             return err;
         }
         /* queue full: serve delivery reports until there is room */
-        rd_kafka_poll(p->rk, 100);
+        rd_kafka_poll(rk, 100);
     }
 }
 
 void kr_producer_poll(kr_producer_t *p, int timeout_ms)
 {
+    if (p->prompt_rk != p->rk)
+        rd_kafka_poll(p->prompt_rk, 0);
     rd_kafka_poll(p->rk, timeout_ms);
 }
 
 int kr_producer_flush(kr_producer_t *p, int timeout_ms)
 {
-    rd_kafka_flush(p->rk, timeout_ms);
-    return rd_kafka_outq_len(p->rk);
+    int left = 0;
+    if (p->prompt_rk != p->rk) {
+        rd_kafka_flush(p->prompt_rk, timeout_ms);
+        left = rd_kafka_outq_len(p->prompt_rk);
+    }
+    /* the bulk handle's records were on their way meanwhile */
+    rd_kafka_flush(p->rk, left ? 0 : timeout_ms);
+    return left + rd_kafka_outq_len(p->rk);
 }
 
 size_t kr_producer_max_message(const kr_producer_t *p)
@@ -165,26 +208,45 @@ int kr_producer_err_own(rd_kafka_resp_err_t err)
 int kr_producer_fatal(kr_producer_t *p, char *errstr, size_t errsize)
 {
     char none[8];
-    return rd_kafka_fatal_error(p->rk, errstr ? errstr : none, errstr ? errsize : sizeof(none)) !=
-           RD_KAFKA_RESP_ERR_NO_ERROR;
+    rd_kafka_t *rks[2] = {p->rk, p->prompt_rk};
+    for (int i = 0; i < 2; i++)
+        if (rd_kafka_fatal_error(rks[i], errstr ? errstr : none,
+                                 errstr ? errsize : sizeof(none)) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            return 1;
+    return 0;
 }
 
 int kr_producer_purge(kr_producer_t *p, int timeout_ms)
 {
-    rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT |
-                              RD_KAFKA_PURGE_F_NON_BLOCKING);
+    const int flags =
+        RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING;
+    rd_kafka_purge(p->rk, flags);
+    if (p->prompt_rk != p->rk)
+        rd_kafka_purge(p->prompt_rk, flags);
     return kr_producer_flush(p, timeout_ms);
 }
 
-rd_kafka_t *kr_producer_handle(kr_producer_t *p)
+void kr_producer_wake_fd(kr_producer_t *p, int fd)
 {
-    return p->rk;
+    rd_kafka_t *rks[2] = {p->rk, p->prompt_rk != p->rk ? p->prompt_rk : NULL};
+    for (int i = 0; i < 2 && rks[i]; i++) {
+        p->wake_q[i] = rd_kafka_queue_get_main(rks[i]);
+        rd_kafka_queue_io_event_enable(p->wake_q[i], fd, "p", 1);
+    }
 }
 
 void kr_producer_free(kr_producer_t *p)
 {
     if (!p)
         return;
+    for (int i = 0; i < 2; i++) {
+        if (p->wake_q[i]) {
+            rd_kafka_queue_io_event_enable(p->wake_q[i], -1, NULL, 0);
+            rd_kafka_queue_destroy(p->wake_q[i]);
+        }
+    }
+    if (p->prompt_rk && p->prompt_rk != p->rk)
+        rd_kafka_destroy(p->prompt_rk);
     if (p->rk)
         rd_kafka_destroy(p->rk);
     free(p);

@@ -1,6 +1,8 @@
-/* producer.h - the idempotent producer every output, emit and DLQ copy
- * goes through. Delivery reports come back through a callback carrying the
- * per-record opaque the dispatcher passed in, on the thread that polls. */
+/* producer.h - the idempotent producer every output, emit, reply, request
+ * and DLQ copy goes through: bulk records batch (linger.ms), replies and
+ * requests leave at once (a second handle, see producer.c). Delivery
+ * reports come back through a callback carrying the per-record opaque the
+ * dispatcher passed in, on the thread that polls. */
 #ifndef KR_PRODUCER_H
 #define KR_PRODUCER_H
 
@@ -15,14 +17,15 @@ typedef struct kr_producer kr_producer_t;
 
 kr_producer_t *kr_producer_new(const char *brokers, const kr_props_t *props,
                                kr_delivery_cb_t *cb, void *ctx, char *errstr, size_t errsize);
-/* Produces a copy of key/value. Takes `hdrs` (may be NULL) on success and
- * on failure. Waits (polling delivery reports) while the queue is full.
+/* Produces a copy of key/value; `prompt` (a reply or request someone waits
+ * for) sends it without lingering. Takes `hdrs` (may be NULL) on success
+ * and on failure. Waits (polling delivery reports) while the queue is full.
  * Returns 0 or an error code. */
-rd_kafka_resp_err_t kr_producer_send(kr_producer_t *p, const char *topic, int32_t partition,
-                                     const void *key, size_t key_len, const void *value,
-                                     size_t value_len, rd_kafka_headers_t *hdrs,
-                                     void *msg_opaque);
-/* Serves delivery reports. */
+rd_kafka_resp_err_t kr_producer_send(kr_producer_t *p, int prompt, const char *topic,
+                                     int32_t partition, const void *key, size_t key_len,
+                                     const void *value, size_t value_len,
+                                     rd_kafka_headers_t *hdrs, void *msg_opaque);
+/* Serves delivery reports (of both handles). */
 void kr_producer_poll(kr_producer_t *p, int timeout_ms);
 /* Waits up to timeout_ms for every outstanding record; returns how many
  * are still outstanding. */
@@ -50,7 +53,9 @@ int kr_producer_fatal(kr_producer_t *p, char *errstr, size_t errsize);
  * _PURGE_QUEUE/_PURGE_INFLIGHT on the next polls) and waits up to
  * timeout_ms for those reports; returns how many are still outstanding. */
 int kr_producer_purge(kr_producer_t *p, int timeout_ms);
-rd_kafka_t *kr_producer_handle(kr_producer_t *p);
+/* Makes a delivery report waiting on either handle write a byte to `fd`
+ * (the event loop's wake pipe); undone by kr_producer_free. */
+void kr_producer_wake_fd(kr_producer_t *p, int fd);
 void kr_producer_free(kr_producer_t *p);
 
 #endif

@@ -1,5 +1,7 @@
 /* requester.c - see requester.h. Pending requests are few (one per waiting
- * handler, at most one per lane), so they live in a plain array. */
+ * handler, at most one per lane), so they live in a plain array, as do the
+ * reply topics. A reply topic is read while the live generation declares
+ * its pattern or a request sent to that pattern still waits. */
 #include "requester.h"
 
 #include <stdio.h>
@@ -13,10 +15,13 @@ typedef struct reply_topic {
     char *pattern;
     char *topic;        /* "<pattern>.reply" */
     int32_t partition;  /* lowest assigned, or -1 */
+    int declared;       /* in the live generation's requests: */
+    size_t waiting;     /* pending requests sent to this pattern */
 } reply_topic_t;
 
 typedef struct pending {
     char *correlation;
+    char *pattern;
     void *req_ctx;
     int64_t deadline_ms;
     char *partial;      /* last non-final value of a streamed reply */
@@ -28,6 +33,7 @@ struct kr_requester {
     kr_consumer_t *c;
     reply_topic_t *topics;
     size_t topic_cnt;
+    int resubscribe;    /* a topic is no longer needed: drop it (sync_topics) */
     pending_t *pending;
     size_t pending_cnt, pending_cap;
 };
@@ -74,18 +80,6 @@ kr_requester_t *kr_requester_new(const char *brokers, const char *group,
     kr_requester_t *rq = calloc(1, sizeof(*rq));
     if (!rq)
         abort();
-    rq->topics = calloc(pattern_cnt ? pattern_cnt : 1, sizeof(*rq->topics));
-    const char **subs = calloc(pattern_cnt ? pattern_cnt : 1, sizeof(char *));
-    if (!rq->topics || !subs)
-        abort();
-    for (size_t i = 0; i < pattern_cnt; i++) {
-        reply_topic_t *t = &rq->topics[rq->topic_cnt++];
-        t->pattern = strdup(patterns[i]);
-        if (asprintf(&t->topic, "%s.reply", patterns[i]) < 0)
-            abort();
-        t->partition = -1;
-        subs[i] = t->topic;
-    }
     /* only replies to requests sent from now on matter */
     kr_props_t reply_props = {0};
     reply_props.cnt = (props ? props->cnt : 0) + 1;
@@ -97,24 +91,81 @@ kr_requester_t *kr_requester_new(const char *brokers, const char *group,
     reply_props.v[reply_props.cnt - 1] = (kr_prop_t){"auto.offset.reset", "latest"};
     char client_group[512];
     snprintf(client_group, sizeof(client_group), "%s-client", group);
-    kr_consumer_hooks_t hooks = {hook_assigned, hook_revoked, rq};
-    rq->c = kr_consumer_new(brokers, client_group, &reply_props, &hooks, errstr, errsize);
+    /* replies are read from the latest offset: no committed offsets asked */
+    kr_consumer_hooks_t hooks = {hook_assigned, hook_revoked, rq, 0};
+    rq->c = kr_consumer_new(brokers, client_group, &reply_props, 0, &hooks, errstr, errsize);
     free(reply_props.v);
-    if (!rq->c || kr_consumer_subscribe(rq->c, subs, rq->topic_cnt, errstr, errsize) < 0) {
-        free(subs);
+    if (!rq->c || kr_requester_set_patterns(rq, patterns, pattern_cnt, errstr, errsize) < 0) {
         kr_requester_free(rq);
         return NULL;
     }
-    free(subs);
     return rq;
 }
 
-int kr_requester_add_patterns(kr_requester_t *rq, const char *const *patterns, size_t cnt,
+static void topic_free(reply_topic_t *t)
+{
+    free(t->pattern);
+    free(t->topic);
+}
+
+static reply_topic_t *topic_by_pattern(kr_requester_t *rq, const char *pattern)
+{
+    for (size_t i = 0; i < rq->topic_cnt; i++)
+        if (!strcmp(rq->topics[i].pattern, pattern))
+            return &rq->topics[i];
+    return NULL;
+}
+
+/* Subscribes to the reply topics still needed, after dropping the ones
+ * neither declared nor waited on. Returns 0 or -1 with errstr set. */
+static int sync_topics(kr_requester_t *rq, char *errstr, size_t errsize)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < rq->topic_cnt; i++) {
+        reply_topic_t *t = &rq->topics[i];
+        if (t->declared || t->waiting) {
+            rq->topics[keep++] = *t;
+            continue;
+        }
+        kr_info("requester", "stopped reading %s: no route declares requests to %s any more",
+                t->topic, t->pattern);
+        topic_free(t);
+    }
+    rq->topic_cnt = keep;
+    rq->resubscribe = 0;
+    const char **subs = calloc(rq->topic_cnt ? rq->topic_cnt : 1, sizeof(*subs));
+    if (!subs)
+        abort();
+    for (size_t i = 0; i < rq->topic_cnt; i++)
+        subs[i] = rq->topics[i].topic;
+    int rc = kr_consumer_subscribe(rq->c, subs, rq->topic_cnt, errstr, errsize);
+    free(subs);
+    return rc;
+}
+
+/* After requests finished: drops a topic whose last waiting request that
+ * was. Errors are logged: the reply consumer keeps its old subscription. */
+static void sync_if_needed(kr_requester_t *rq)
+{
+    char err[256];
+    if (rq->resubscribe && sync_topics(rq, err, sizeof(err)) < 0)
+        kr_warn("requester", "%s", err);
+}
+
+int kr_requester_set_patterns(kr_requester_t *rq, const char *const *patterns, size_t cnt,
                               char *errstr, size_t errsize)
 {
-    size_t added = 0;
+    int changed = 0, added = 0;
+    for (size_t i = 0; i < rq->topic_cnt; i++) {
+        reply_topic_t *t = &rq->topics[i];
+        int was = t->declared;
+        t->declared = 0;
+        for (size_t j = 0; j < cnt && !t->declared; j++)
+            t->declared = !strcmp(t->pattern, patterns[j]);
+        changed |= was && !t->declared && !t->waiting;
+    }
     for (size_t i = 0; i < cnt; i++) {
-        if (kr_requester_partition(rq, patterns[i]) != -2)
+        if (topic_by_pattern(rq, patterns[i]))
             continue;
         reply_topic_t *topics = realloc(rq->topics, (rq->topic_cnt + 1) * sizeof(*topics));
         if (!topics)
@@ -123,21 +174,15 @@ int kr_requester_add_patterns(kr_requester_t *rq, const char *const *patterns, s
         reply_topic_t *t = &rq->topics[rq->topic_cnt++];
         memset(t, 0, sizeof(*t));
         t->pattern = strdup(patterns[i]);
-        if (asprintf(&t->topic, "%s.reply", patterns[i]) < 0)
+        if (!t->pattern || asprintf(&t->topic, "%s.reply", patterns[i]) < 0)
             abort();
         t->partition = -1;
+        t->declared = 1;
         added++;
     }
-    if (!added)
+    if (!changed && !added)
         return 0;
-    const char **subs = calloc(rq->topic_cnt, sizeof(*subs));
-    if (!subs)
-        abort();
-    for (size_t i = 0; i < rq->topic_cnt; i++)
-        subs[i] = rq->topics[i].topic;
-    int rc = kr_consumer_subscribe(rq->c, subs, rq->topic_cnt, errstr, errsize);
-    free(subs);
-    return rc < 0 ? -1 : (int)added;
+    return sync_topics(rq, errstr, errsize) < 0 ? -1 : added;
 }
 
 int32_t kr_requester_partition(const kr_requester_t *rq, const char *pattern)
@@ -148,8 +193,8 @@ int32_t kr_requester_partition(const kr_requester_t *rq, const char *pattern)
     return -2;
 }
 
-void kr_requester_track(kr_requester_t *rq, const char *correlation, void *req_ctx,
-                        int64_t deadline_ms)
+void kr_requester_track(kr_requester_t *rq, const char *pattern, const char *correlation,
+                        void *req_ctx, int64_t deadline_ms)
 {
     if (rq->pending_cnt == rq->pending_cap) {
         rq->pending_cap = rq->pending_cap ? rq->pending_cap * 2 : 16;
@@ -160,13 +205,23 @@ void kr_requester_track(kr_requester_t *rq, const char *correlation, void *req_c
     pending_t *p = &rq->pending[rq->pending_cnt++];
     memset(p, 0, sizeof(*p));
     p->correlation = strdup(correlation);
+    p->pattern = strdup(pattern);
+    if (!p->correlation || !p->pattern)
+        abort();
+    reply_topic_t *t = topic_by_pattern(rq, pattern);
+    if (t)
+        t->waiting++;
     p->req_ctx = req_ctx;
     p->deadline_ms = deadline_ms;
 }
 
 static void pending_remove(kr_requester_t *rq, size_t i)
 {
+    reply_topic_t *t = topic_by_pattern(rq, rq->pending[i].pattern);
+    if (t && --t->waiting == 0 && !t->declared)
+        rq->resubscribe = 1;
     free(rq->pending[i].correlation);
+    free(rq->pending[i].pattern);
     free(rq->pending[i].partial);
     rq->pending[i] = rq->pending[--rq->pending_cnt];
 }
@@ -176,6 +231,7 @@ void kr_requester_cancel(kr_requester_t *rq, void *req_ctx)
     for (size_t i = rq->pending_cnt; i-- > 0;)
         if (rq->pending[i].req_ctx == req_ctx)
             pending_remove(rq, i);
+    sync_if_needed(rq);
 }
 
 /* One reply record: final (is-disposed or err) completes the request; a
@@ -246,6 +302,7 @@ size_t kr_requester_poll(kr_requester_t *rq, kr_reply_cb_t *cb, void *ctx)
         if (n < 256)
             break;
     }
+    sync_if_needed(rq);
     return total;
 }
 
@@ -265,6 +322,7 @@ int kr_requester_expire(kr_requester_t *rq, int64_t now_ms, kr_reply_cb_t *cb, v
         if (next < 0 || p->deadline_ms - now_ms < next)
             next = p->deadline_ms - now_ms;
     }
+    sync_if_needed(rq);
     return next < 0 ? -1 : (int)next;
 }
 
@@ -278,13 +336,11 @@ void kr_requester_free(kr_requester_t *rq)
     if (!rq)
         return;
     kr_consumer_close(rq->c);
-    for (size_t i = 0; i < rq->topic_cnt; i++) {
-        free(rq->topics[i].pattern);
-        free(rq->topics[i].topic);
-    }
-    free(rq->topics);
     while (rq->pending_cnt)
         pending_remove(rq, rq->pending_cnt - 1);
+    for (size_t i = 0; i < rq->topic_cnt; i++)
+        topic_free(&rq->topics[i]);
+    free(rq->topics);
     free(rq->pending);
     free(rq);
 }

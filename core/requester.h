@@ -22,17 +22,20 @@ typedef void(kr_reply_cb_t)(void *ctx, void *req_ctx, const void *value, size_t 
 kr_requester_t *kr_requester_new(const char *brokers, const char *group,
                                  const kr_props_t *props, const char *const *patterns,
                                  size_t pattern_cnt, char *errstr, size_t errsize);
-/* Starts reading the reply topics of patterns not read yet (a reload
- * declared them). Returns how many were added, or -1. */
-int kr_requester_add_patterns(kr_requester_t *rq, const char *const *patterns, size_t cnt,
+/* The patterns the live generation declares (a reload): starts reading
+ * the reply topics of new ones, and stops reading those of patterns no
+ * longer declared once no request sent to them waits. Returns how many
+ * were added, or -1. */
+int kr_requester_set_patterns(kr_requester_t *rq, const char *const *patterns, size_t cnt,
                               char *errstr, size_t errsize);
 /* The reply partition to put in a request for `pattern`: >= 0 when known,
  * -1 while the reply topic is not assigned yet, -2 when the pattern was
  * not declared. */
 int32_t kr_requester_partition(const kr_requester_t *rq, const char *pattern);
-/* Waits for the reply to `correlation` until deadline_ms (monotonic). */
-void kr_requester_track(kr_requester_t *rq, const char *correlation, void *req_ctx,
-                        int64_t deadline_ms);
+/* Waits for the reply to `correlation`, a request sent to `pattern`, until
+ * deadline_ms (monotonic). */
+void kr_requester_track(kr_requester_t *rq, const char *pattern, const char *correlation,
+                        void *req_ctx, int64_t deadline_ms);
 /* Forgets every request of req_ctx (no callback). */
 void kr_requester_cancel(kr_requester_t *rq, void *req_ctx);
 /* Reads replies and calls cb for each one that completes a request. */

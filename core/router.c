@@ -25,6 +25,7 @@
 #include "health.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "pattern.h"
 #include "pool.h"
 #include "producer.h"
@@ -163,12 +164,12 @@ typedef struct router {
     kr_dispatch_t *d;
     kr_pool_t *pool;
     kr_producer_t *p;
-    rd_kafka_queue_t *pq;     /* p's main queue, which wakes the event loop */
     kr_health_t *health_probe; /* broker reachability for /healthz */
     kr_requester_t *rq;
     kr_watch_t *watch;
     kr_admin_t *admin;
     int64_t reload_at_ms;     /* > 0: a file changed; reload then (debounce) */
+    int64_t files_at_ms;      /* when the VMs' loaded files were last looked at */
     uint64_t reloads, reload_failures;
     char *last_reload;        /* JSON of the last reload's outcome */
     char health[512];         /* the last /healthz reason built on the fly */
@@ -186,9 +187,9 @@ typedef struct router {
 static int open_group(router_t *rt, kr_group_t *g, char *err, size_t errsize)
 {
     const kr_config_t *cfg = kr_dispatch_gen(rt->d)->cfg;
-    kr_consumer_hooks_t hooks = {kr_dispatch_assigned, kr_dispatch_revoked, g};
-    kr_consumer_t *c = kr_consumer_new(rt->brokers, kr_group_name(g), &cfg->consumer, &hooks,
-                                       err, errsize);
+    kr_consumer_hooks_t hooks = {kr_dispatch_assigned, kr_dispatch_revoked, g, 1};
+    kr_consumer_t *c = kr_consumer_new(rt->brokers, kr_group_name(g), &cfg->consumer,
+                                       kr_dispatch_prefetch_kb(rt->d), &hooks, err, errsize);
     if (!c)
         return -1;
     kr_group_set_consumer(g, c);
@@ -223,11 +224,32 @@ static int open_groups(router_t *rt, char *err, size_t errsize)
         } else {
             rc = -1;
         }
-    } else if (cnt && kr_requester_add_patterns(rt->rq, patterns, cnt, err, errsize) < 0) {
+    } else if (rt->rq && kr_requester_set_patterns(rt->rq, patterns, cnt, err, errsize) < 0) {
         rc = -1;
     }
     free(patterns);
     return rc;
+}
+
+static void watch_generation(router_t *rt);
+
+/* A module a handler requires only inside its function is loaded at the
+ * first event that calls it, on a worker: twice a second, the files the
+ * live generation's VMs loaded since are added to the watch. */
+static void watch_new_files(router_t *rt)
+{
+    int64_t now = kr_clock_ms();
+    if (!rt->watch || now - rt->files_at_ms < 500)
+        return;
+    rt->files_at_ms = now;
+    kr_gen_t *gen = kr_dispatch_gen(rt->d);
+    size_t before = gen->file_cnt;
+    if (kr_gen_take_new_files(gen) == 0)
+        return;
+    for (size_t i = before; i < gen->file_cnt; i++)
+        kr_info("router", "watching %s (first required while handling an event)",
+                gen->files[i]);
+    watch_generation(rt);
 }
 
 /* Route folders on the command line: a .yaml file added there counts. */
@@ -410,15 +432,6 @@ static void reload_poll(router_t *rt)
 
 /* ---------- admin endpoint answers (router thread) ---------- */
 
-static void metric(kr_buf_t *b, const char *name, const char *type, const char *help,
-                   double value)
-{
-    char line[512];
-    int n = snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help,
-                     name, type, name, value);
-    kr_buf_add(b, line, (size_t)n);
-}
-
 /* Why kroute is not healthy, or NULL. Asks the cluster for metadata
  * (at most 1 s, on the router thread: it is idle anyway when no broker
  * answers). */
@@ -544,15 +557,15 @@ static int admin_answer(void *ctx, const char *method, const char *path, int aga
     if (!strcmp(path, "/metrics")) {
         *type = "text/plain; version=0.0.4";
         kr_dispatch_render_metrics(rt->d, body);
-        metric(body, "kroute_config_generation", "gauge", "Generation of the live routes",
-               (double)kr_dispatch_gen(rt->d)->id);
-        metric(body, "kroute_reloads_total", "counter", "Reloads attempted",
-               (double)rt->reloads);
-        metric(body, "kroute_reload_failures_total", "counter",
-               "Reloads rejected (the previous generation kept serving)",
-               (double)rt->reload_failures);
-        metric(body, "kroute_uptime_seconds", "gauge", "Seconds since kroute started",
-               (double)(time(NULL) - rt->started));
+        kr_metrics_single(body, "kroute_config_generation", "gauge",
+                          "Generation of the live routes", (double)kr_dispatch_gen(rt->d)->id);
+        kr_metrics_single(body, "kroute_reloads_total", "counter", "Reloads attempted",
+                          (double)rt->reloads);
+        kr_metrics_single(body, "kroute_reload_failures_total", "counter",
+                          "Reloads rejected (the previous generation kept serving)",
+                          (double)rt->reload_failures);
+        kr_metrics_single(body, "kroute_uptime_seconds", "gauge",
+                          "Seconds since kroute started", (double)(time(NULL) - rt->started));
         return 200;
     }
     if (!strcmp(path, "/healthz")) {
@@ -587,18 +600,12 @@ static int open_producer(router_t *rt, char *err, size_t errsize)
     if (!rt->p)
         return -1;
     kr_dispatch_set_producer(rt->d, rt->p);
-    rt->pq = rd_kafka_queue_get_main(kr_producer_handle(rt->p));
-    rd_kafka_queue_io_event_enable(rt->pq, wake_pipe[1], "p", 1);
+    kr_producer_wake_fd(rt->p, wake_pipe[1]);
     return 0;
 }
 
 static void close_producer(router_t *rt)
 {
-    if (rt->pq) {
-        rd_kafka_queue_io_event_enable(rt->pq, -1, NULL, 0);
-        rd_kafka_queue_destroy(rt->pq);
-        rt->pq = NULL;
-    }
     kr_producer_free(rt->p);
     rt->p = NULL;
 }
@@ -640,15 +647,18 @@ static void event_loop(router_t *rt)
             reload(rt, "file change");
         }
         reload_poll(rt);
+        watch_new_files(rt);
         kr_admin_serve(rt->admin, admin_answer, rt);
         size_t got = kr_dispatch_poll_jobs(d);
         for (size_t i = 0; i < kr_dispatch_group_count(d); i++) {
             kr_group_t *g = kr_dispatch_group_at(d, i);
             kr_consumer_t *c = kr_group_consumer(g);
             ssize_t n;
-            /* a full queue is handled batch by batch so a stop request is
-             * seen within one batch, not after everything prefetched */
-            while (c && !stop_requested && (n = kr_consumer_poll(c, 0, rkms, BATCH)) > 0) {
+            /* a full queue is handled batch by batch so a stop request, or
+             * a spent in-flight budget, is seen within one batch, not after
+             * everything prefetched */
+            while (c && !stop_requested && kr_dispatch_may_consume(d) &&
+                   (n = kr_consumer_poll(c, 0, rkms, BATCH)) > 0) {
                 for (ssize_t j = 0; j < n; j++)
                     kr_dispatch_message(g, rkms[j]);
                 kr_dispatch_flush_jobs(d); /* one hand-over per thread per poll */
@@ -710,7 +720,7 @@ int kr_router_run(const kr_router_opts_t *o)
         rc = 2;
         goto out;
     }
-    rt->d = kr_dispatch_new(gen);
+    rt->d = kr_dispatch_new(gen, o->max_inflight);
     const kr_config_t *cfg = gen->cfg;
     if (pipe2(wake_pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
         kr_error("router", "pipe: %s", strerror(errno));

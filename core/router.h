@@ -15,6 +15,7 @@ typedef struct kr_router_opts {
     const char *admin;     /* --admin HOST:PORT or off (default 127.0.0.1:9464) */
     const char *admin_token_file; /* --admin-token-file (NULL: $KROUTE_ADMIN_TOKEN) */
     int drain_timeout_ms;  /* --drain-timeout: shutdown gives up past it (0: 25 s) */
+    size_t max_inflight;   /* --max-inflight: the in-flight budget in bytes (0: 64 MiB) */
     int watch;             /* !--no-watch */
     const char *lua_dir;   /* kroute's lua/ folder */
 } kr_router_opts_t;

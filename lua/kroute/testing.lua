@@ -55,8 +55,41 @@ end
 -- table is sent as JSON, as a NestJS service would) or a function of the
 -- request's value text returning value | nil, err. A pattern without an
 -- entry answers nil, "no scripted reply for pattern '...'".
+-- On a reply="nest" handler the message is a NestJS request, as a
+-- ClientKafka sends it: kafka_correlationId "test-correlation-id",
+-- kafka_replyTopic "<topic>.reply" and kafka_replyPartition "0" are added
+-- unless the message has a kafka_correlationId header already. With
+-- opts.raw = true the message goes as it is: without those headers it is
+-- an event (returned values go to `to`, or nowhere, as in `kroute run`).
+local function as_request(m)
+  local list = {}
+  if m.headers then
+    if #m.headers > 0 or next(m.headers) == nil then
+      for _, h in ipairs(m.headers) do list[#list + 1] = h end
+    else
+      for name, v in pairs(m.headers) do
+        if type(v) == "table" then
+          for _, x in ipairs(v) do list[#list + 1] = {name, x} end
+        else
+          list[#list + 1] = {name, v}
+        end
+      end
+    end
+  end
+  for _, h in ipairs(list) do
+    if h[1] == "kafka_correlationId" then return m end
+  end
+  list[#list + 1] = {"kafka_correlationId", "test-correlation-id"}
+  list[#list + 1] = {"kafka_replyTopic", m.topic .. ".reply"}
+  list[#list + 1] = {"kafka_replyPartition", "0"}
+  m.headers = list
+  return m
+end
+
 function Handler:run(msg, opts)
-  local res = self.vm:handle(testing.message(msg), opts)
+  local m = testing.message(msg)
+  if self.route.reply == "nest" and not (opts and opts.raw) then m = as_request(m) end
+  local res = self.vm:handle(m, opts)
   for _, rec in ipairs(res.records) do decode_record(rec) end
   return res
 end
@@ -65,8 +98,12 @@ function Handler:memory() return self.vm:memory() end
 function Handler:close() self.vm:close() end
 
 --- A handler file, with route-like options {to=, name=, timeout_ms=, memory=,
--- reply="nest"}. With reply="nest" the result's `reply` holds the reply
--- bytes a NestJS caller would get (and `error` the kafka_nest-err text).
+-- reply="nest"}. With reply="nest", run() sends a NestJS request (see
+-- as_request above) and the result's `reply` holds the reply
+-- bytes a NestJS caller would get, `reply_key` its key, `reply_headers`
+-- its headers ({{name, value}...}: the handler's own plus the NestJS ones)
+-- and `is_request` whether kroute takes the message for a request (it has
+-- a non-empty kafka_correlationId and kafka_replyTopic) rather than an event.
 function testing.handler(path, opts)
   opts = opts or {}
   local vm, err = native.vm{
