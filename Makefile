@@ -3,6 +3,7 @@
 #                 embedded broker and feed sample events
 #   make test     every suite (unit, integration, sanitizers); ends "N passed, N failed"
 #   make install PREFIX=/usr/local [DESTDIR=...]
+#   make deb      a Debian package, .build/deb/kroute_VERSION_ARCH.deb
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -13,28 +14,41 @@ PKGS    := lua5.4 rdkafka yaml-0.1
 CFLAGS  ?= -O2 -g
 WARN    := -Wall -Wextra -Werror=implicit-function-declaration
 CPPFLAGS_ALL := -D_GNU_SOURCE -DKR_VERSION='"$(VERSION)"' \
-	-DKR_LUA_DIR='"$(PREFIX)/share/kroute/lua"' -I/usr/include/lua5.4
+	-DKR_LUA_DIR='"$(PREFIX)/share/kroute/lua"' -Icore -I/usr/include/lua5.4
 LIBS    := -llua5.4 -lrdkafka -lyaml -lmicrohttpd -lpthread -lm
 
 BUILD   := .build
+# every header a core source may include (core/engine/ has its private ones)
+HDRS    := $(wildcard core/*.h core/engine/*.h)
+# the dispatcher (core/engine/): consumed messages to handler runs to offsets
+ENGINE_SRCS := engine/dispatch.c engine/groups.c engine/lanes.c engine/inmsg.c engine/runs.c engine/outputs.c \
+               engine/spares.c
+# the route-file loader (config.c and the files it calls; also in FUZZ_SRCS)
+CONFIG_SRCS := config.c config_nodes.c config_props.c config_routes.c
 # the router core: everything but the CLI and test-only bindings
-CORE_SRCS := log.c errors.c pattern.c config.c json.c message.c record.c lapi.c vm.c watermarks.c health.c \
-	worker.c generation.c pool.c metrics.c graph.c spectest.c watch.c admin.c kafkaconf.c producer.c consumer.c nest.c requester.c dispatch.c broker.c router.c \
-	replay.c strbound.c
+CORE_SRCS := log.c errors.c pattern.c $(CONFIG_SRCS) json.c jsnum.c utf8.c message.c record.c lapi.c \
+	vm.c vm_alloc.c vm_sandbox.c vm_run.c watermarks.c health.c \
+	worker.c generation.c pool.c metrics.c graph.c spectest.c watch.c admin.c kafkaconf.c producer.c consumer.c nest.c requester.c broker.c router.c \
+	replay.c strbound.c strbound_match.c strbound_table.c outcome.c $(ENGINE_SRCS)
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/obj/%.o)
-# the test-only module kroute.testsupport (core/testsupport/), only in the .so
+# the native module kroute.native (make install and make deb ship it, for
+# `kroute test`)
+NATIVE_SO := $(BUILD)/lua/kroute/native.so
+PIC_OBJS  := $(CORE_SRCS:%.c=$(BUILD)/pic/%.o) $(BUILD)/pic/luamod.o
+# the test-only module kroute.testsupport (core/testsupport/): processes, a
+# Kafka client and admin calls for the specs; never installed
+TS_SO     := $(BUILD)/lua/kroute/testsupport.so
 TS_SRCS   := module.c call.c kafka.c process.c client.c admin.c mock.c bounded.c
 TS_OBJS   := $(TS_SRCS:%.c=$(BUILD)/pic/testsupport/%.o)
-PIC_OBJS  := $(CORE_SRCS:%.c=$(BUILD)/pic/%.o) $(BUILD)/pic/luamod.o $(TS_OBJS)
 ASAN_OBJS := $(CORE_SRCS:%.c=$(BUILD)/asan/%.o) $(BUILD)/asan/main.o
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 APT_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 librdkafka-dev libyaml-dev \
 	libmicrohttpd-dev lua-busted lua-cjson kcat curl python3 python3-prometheus-client
 
-.PHONY: all deps kafka kafka-fetch kafka-stop run test test-kafka test-unit test-integration test-asan valgrind bench fuzz install uninstall clean
+.PHONY: all deps kafka kafka-fetch kafka-stop run test test-kafka test-unit test-integration test-asan test-package valgrind bench fuzz install uninstall deb clean
 
-all: $(BUILD)/kroute $(BUILD)/lua/kroute/native.so
+all: $(BUILD)/kroute $(NATIVE_SO) $(TS_SO)
 
 # Installs what is missing (as root on Debian 12); a no-op when all is there.
 deps:
@@ -50,13 +64,17 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-$(BUILD)/obj/%.o: core/%.c core/*.h | $(BUILD)/obj
+# `%` may name a subfolder (engine/dispatch): its object folder is made first
+$(BUILD)/obj/%.o: core/%.c $(HDRS) | $(BUILD)/obj
+	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS) $(WARN) -c $< -o $@
-$(BUILD)/pic/%.o: core/%.c core/*.h | $(BUILD)/pic
+$(BUILD)/pic/%.o: core/%.c $(HDRS) | $(BUILD)/pic
+	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS) $(WARN) -fPIC -c $< -o $@
-$(BUILD)/asan/%.o: core/%.c core/*.h | $(BUILD)/asan
+$(BUILD)/asan/%.o: core/%.c $(HDRS) | $(BUILD)/asan
+	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS_ALL) $(ASAN_FLAGS) $(WARN) -c $< -o $@
-$(BUILD)/pic/testsupport/%.o: core/testsupport/%.c core/*.h core/testsupport/*.h | $(BUILD)/pic/testsupport
+$(BUILD)/pic/testsupport/%.o: core/testsupport/%.c $(HDRS) core/testsupport/*.h | $(BUILD)/pic/testsupport
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS) $(WARN) -fPIC -c $< -o $@
 $(BUILD)/pic/testsupport:
 	mkdir -p $@
@@ -65,14 +83,14 @@ $(BUILD)/obj $(BUILD)/pic $(BUILD)/asan $(BUILD)/lua/kroute:
 	mkdir -p $@
 
 $(BUILD)/kroute: $(CORE_OBJS) $(BUILD)/obj/main.o
-	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/kroute-asan: $(ASAN_OBJS)
 	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LIBS)
 
 # The fuzz target replaying spec/fuzz/corpus under ASan+UBSan (in make test).
-FUZZ_SRCS := log.c errors.c pattern.c config.c json.c
-$(BUILD)/fuzz-regress: core/fuzz.c $(FUZZ_SRCS:%=core/%) core/*.h | $(BUILD)/asan
+FUZZ_SRCS := log.c errors.c pattern.c $(CONFIG_SRCS) json.c jsnum.c utf8.c
+$(BUILD)/fuzz-regress: core/fuzz.c $(FUZZ_SRCS:%=core/%) $(HDRS) | $(BUILD)/asan
 	$(CC) $(CPPFLAGS_ALL) -DKR_FUZZ_REGRESS $(ASAN_FLAGS) $(WARN) -o $@ core/fuzz.c \
 		$(FUZZ_SRCS:%=core/%) $(LIBS)
 
@@ -86,8 +104,13 @@ fuzz: deps
 		core/fuzz.c $(FUZZ_SRCS:%=core/%) $(LIBS)
 	$(BUILD)/fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 $(BUILD)/fuzz-corpus spec/fuzz/corpus
 
-# The real C bindings as a loadable module, for busted specs.
-$(BUILD)/lua/kroute/native.so: $(PIC_OBJS) | $(BUILD)/lua/kroute
+# The real C bindings as a loadable module, for `kroute test` and the specs.
+$(NATIVE_SO): $(PIC_OBJS) | $(BUILD)/lua/kroute
+	$(CC) -shared $(LDFLAGS) -o $@ $^ -lrdkafka -lyaml -lmicrohttpd -lpthread -lm
+
+# The test support links its own copy of the core it calls (watermarks,
+# JSON): Lua loads each module with its symbols private (RTLD_LOCAL).
+$(TS_SO): $(TS_OBJS) $(CORE_SRCS:%.c=$(BUILD)/pic/%.o) | $(BUILD)/lua/kroute
 	$(CC) -shared -o $@ $^ -lrdkafka -lyaml -lmicrohttpd -lpthread -lm
 
 run: deps all
@@ -122,6 +145,9 @@ test-integration: all
 test-asan: all $(BUILD)/kroute-asan
 	@sh spec/run.sh asan
 
+test-package:
+	@sh spec/run.sh package
+
 # Benchmarks (figures, never pass/fail): throughput against a C librdkafka
 # reference, memory over 10M events, the JSON codec against lua-cjson,
 # request/reply against NestJS, and hot reload latency and throughput with
@@ -130,15 +156,17 @@ bench: deps all $(BUILD)/bench-passthrough kafka-fetch
 	@lua5.4 spec/bench/throughput_bench.lua
 	@KROUTE_TEST_BROKER=kafka lua5.4 spec/bench/throughput_bench.lua
 	@lua5.4 spec/bench/memory_bench.lua
+	@lua5.4 spec/bench/backlog_bench.lua
 	@lua5.4 spec/bench/json_bench.lua
 	@lua5.4 spec/bench/request_bench.lua
 	@KROUTE_TEST_BROKER=kafka lua5.4 spec/bench/request_bench.lua
 	@lua5.4 spec/bench/reload_bench.lua
 	@sh spec/support/kafka.sh stop-all
 
-# The C reference the throughput bench compares kroute with.
+# The references the throughput bench compares kroute with: the C
+# pass-through, and with a script the naive C + Lua + lua-cjson loop.
 $(BUILD)/bench-passthrough: spec/bench/passthrough.c | $(BUILD)/obj
-	$(CC) $(CFLAGS) $(WARN) -o $@ $< -lrdkafka
+	$(CC) -I/usr/include/lua5.4 $(CFLAGS) $(WARN) -o $@ $< -lrdkafka -llua5.4
 
 # kroute under valgrind for the main routing paths (not part of `make test`:
 # it is slow); a leak or memory error makes kroute exit 66 and the spec fail.
@@ -147,20 +175,41 @@ valgrind: all
 	@chmod +x $(BUILD)/kroute-valgrind
 	@KROUTE_BIN=$(BUILD)/kroute-valgrind sh spec/run.sh integration-file spec/integration/routing_spec.lua spec/integration/request_spec.lua
 
-install: all
+# The worked examples (every examples/*/ folder) and routes/ go to
+# PREFIX/share/kroute, side by side as in the repository, so
+# `kroute check PREFIX/share/kroute/routes` works on an install.
+install: $(BUILD)/kroute $(NATIVE_SO)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/kroute/lua/kroute \
 		$(DESTDIR)$(PREFIX)/lib/kroute/lua/kroute $(DESTDIR)$(PREFIX)/share/man/man1 \
-		$(DESTDIR)$(PREFIX)/share/bash-completion/completions
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/kroute/routes
 	install -m 755 $(BUILD)/kroute $(DESTDIR)$(PREFIX)/bin/kroute
 	install -m 644 lua/kroute/*.lua $(DESTDIR)$(PREFIX)/share/kroute/lua/kroute/
-	install -m 755 $(BUILD)/lua/kroute/native.so $(DESTDIR)$(PREFIX)/lib/kroute/lua/kroute/native.so
+	install -m 644 $(NATIVE_SO) $(DESTDIR)$(PREFIX)/lib/kroute/lua/kroute/native.so
 	install -m 644 core/kroute.1 $(DESTDIR)$(PREFIX)/share/man/man1/kroute.1
 	install -m 644 core/kroute.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/kroute
+	install -m 644 routes/*.yaml $(DESTDIR)$(PREFIX)/share/kroute/routes/
+	find examples -mindepth 2 -type f ! -path '*/node_modules/*' -exec sh -c \
+		'for f; do install -D -m 644 "$$f" "$$0/$$f" || exit 1; done' \
+		$(DESTDIR)$(PREFIX)/share/kroute {} +
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/kroute $(DESTDIR)$(PREFIX)/share/man/man1/kroute.1 \
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions/kroute
 	rm -rf $(DESTDIR)$(PREFIX)/share/kroute $(DESTDIR)$(PREFIX)/lib/kroute
+
+# The Debian package: built with PREFIX=/usr and Debian's hardening flags in
+# its own tree (.build/deb, never mixed with the dev build; from scratch each
+# time, as objects do not track VERSION or flag changes), installed into a
+# staging root, then .debian/build.sh adds the unit, /etc files and
+# maintainer scripts and runs dpkg-deb.
+DEB_BUILD      := .build/deb
+DEB_MAINTAINER ?= kroute maintainers <kroute@localhost>
+deb: deps
+	rm -rf $(DEB_BUILD)
+	$(MAKE) --no-print-directory BUILD=$(DEB_BUILD) PREFIX=/usr DESTDIR=$(CURDIR)/$(DEB_BUILD)/root \
+		CFLAGS="$$(dpkg-buildflags --get CFLAGS) $$(dpkg-buildflags --get CPPFLAGS)" \
+		LDFLAGS="$$(dpkg-buildflags --get LDFLAGS)" install
+	sh .debian/build.sh $(DEB_BUILD)/root $(VERSION) "$(DEB_MAINTAINER)" $(DEB_BUILD)
 
 clean:
 	rm -rf $(BUILD)

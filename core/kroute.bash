@@ -13,12 +13,12 @@ _kroute() {
         --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
         --format) COMPREPLY=($(compgen -W "mermaid dot" -- "$cur")); return ;;
         --admin-token-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        --brokers|--group|--workers|--admin|--drain-timeout|--to|--partition|--from-offset|--until-offset|--port) return ;;
+        --brokers|--group|--workers|--admin|--drain-timeout|--max-inflight|--to|--partition|--from-offset|--until-offset|--port) return ;;
     esac
     case $cur in
         -*)
             case $cmd in
-                run|check) COMPREPLY=($(compgen -W "--brokers --group --workers --admin --admin-token-file --drain-timeout --no-watch --log-level --log-format" -- "$cur")) ;;
+                run|check) COMPREPLY=($(compgen -W "--brokers --group --workers --admin --admin-token-file --max-inflight --drain-timeout --no-watch --log-level --log-format" -- "$cur")) ;;
                 graph) COMPREPLY=($(compgen -W "--format" -- "$cur")) ;;
                 broker) COMPREPLY=($(compgen -W "--port" -- "$cur")) ;;
                 replay) COMPREPLY=($(compgen -W "--brokers --to --partition --from-offset --until-offset --dry-run" -- "$cur")) ;;

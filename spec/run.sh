@@ -1,5 +1,5 @@
 #!/bin/sh
-# spec/run.sh [all|unit|integration|kafka|asan|integration-file FILE...] - runs the busted
+# spec/run.sh [all|unit|integration|kafka|asan|package|integration-file FILE...] - runs the busted
 # suites and prints the totals over all of them as the last line: "N passed, N failed"
 # (", N skipped" when some are pending). Exit status 1 if anything failed.
 #   unit         spec/unit + every examples/*/ spec (the C core as a Lua module)
@@ -7,6 +7,8 @@
 #   kafka        spec/integration again against real Apache Kafka (spec/support/kafka.sh
 #                fetches it through Maven into .build/kafka on first use)
 #   asan         spec/integration again with the AddressSanitizer+UBSan build, on the mock
+#   package      spec/package: `make deb` and the .deb's contents; as root on Debian also
+#                dpkg -i, the installed kroute on the shipped examples, dpkg --purge
 # `all` runs both brokers; KROUTE_TEST_BROKER=mock or =kafka keeps only that one's
 # integration run. integration-file runs on the broker it names (mock when unset).
 #   (unit also replays the fuzz corpus, spec/fuzz/corpus, under ASan+UBSan)
@@ -73,6 +75,10 @@ all | asan)
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=66 \
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=66 \
         KROUTE_TEST_BROKER=mock $busted -o TAP spec/integration ;;
+esac
+case $suite in
+all | package)
+    run_suite package $busted -o TAP spec/package ;;
 esac
 
 case $suite in
