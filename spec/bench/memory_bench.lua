@@ -29,7 +29,7 @@ routes:
 env.write(dir .. "/feed.lua", ([[
 package.path = "spec/?.lua;lua/?.lua;" .. package.path
 package.cpath = ".build/lua/?.so;" .. package.cpath
-local ts = require("kroute.native").testsupport
+local ts = require("kroute.testsupport")
 local json = require("kroute.native").json
 local N, RATE, addr = %d, %d, %q
 local t0, sent = ts.monotonic(), 0

@@ -3,11 +3,17 @@
  * same at-least-once discipline as kroute (idempotent producer, an input
  * offset stored only after its copy's delivery report, commits of stored
  * offsets), and nothing else: no Lua, no routing.
- *   passthrough BROKERS GROUP IN_TOPIC OUT_TOPIC
+ *   passthrough BROKERS GROUP IN_TOPIC OUT_TOPIC [SCRIPT.lua]
+ * With SCRIPT it is the second reference, the naive loop a user could
+ * write instead of kroute: one thread, one Lua 5.4 state, the script's
+ * function(value) -> key, value (spec/bench/naive_transform.lua, with
+ * lua-cjson) called on every record, no sandbox, no limits.
  * Each record goes to the output partition of the same number as its
  * input partition, so delivery reports arrive in input order and each
  * one can store its input's offset. Runs until SIGTERM. */
+#include <lauxlib.h>
 #include <librdkafka/rdkafka.h>
+#include <lualib.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,12 +61,56 @@ static void set(rd_kafka_conf_t *c, const char *k, const char *v)
     }
 }
 
+/* The script's function, at stack index 1 of L. */
+static lua_State *script_load(const char *path)
+{
+    lua_State *L = luaL_newstate();
+    luaL_openlibs(L);
+    if (luaL_loadfile(L, path) != LUA_OK || lua_pcall(L, 0, 1, 0) != LUA_OK ||
+        !lua_isfunction(L, -1)) {
+        fprintf(stderr, "passthrough: %s: %s\n", path,
+                lua_isstring(L, -1) ? lua_tostring(L, -1) : "does not return a function");
+        exit(2);
+    }
+    return L;
+}
+
+static rd_kafka_resp_err_t produce(rd_kafka_t *producer, const char *topic,
+                                   const rd_kafka_message_t *m, lua_State *L, origin_t *o)
+{
+    const void *key = m->key, *value = m->payload;
+    size_t key_len = m->key_len, value_len = m->len;
+    if (L) {
+        lua_settop(L, 1);
+        lua_pushvalue(L, 1);
+        lua_pushlstring(L, m->payload ? m->payload : "", m->len);
+        if (lua_pcall(L, 1, 2, 0) != LUA_OK) {
+            fprintf(stderr, "passthrough: script: %s\n", lua_tostring(L, -1));
+            lua_settop(L, 1);
+        } else {
+            key = lua_tolstring(L, 2, &key_len);
+            value = lua_tolstring(L, 3, &value_len);
+        }
+    }
+    rd_kafka_resp_err_t err;
+    while ((err = rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(topic),
+                                    RD_KAFKA_V_PARTITION(m->partition),
+                                    RD_KAFKA_V_KEY((void *)key, key_len),
+                                    RD_KAFKA_V_VALUE((void *)value, value_len),
+                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                    RD_KAFKA_V_OPAQUE(o), RD_KAFKA_V_END)) ==
+           RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        rd_kafka_poll(producer, 10);
+    return err;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 5) {
-        fprintf(stderr, "usage: passthrough BROKERS GROUP IN_TOPIC OUT_TOPIC\n");
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: passthrough BROKERS GROUP IN_TOPIC OUT_TOPIC [SCRIPT.lua]\n");
         return 2;
     }
+    lua_State *L = argc == 6 ? script_load(argv[5]) : NULL;
     signal(SIGTERM, on_term);
     signal(SIGINT, on_term);
     in_topic = argv[3];
@@ -101,14 +151,10 @@ int main(int argc, char **argv)
                 origin_t *o = malloc(sizeof(*o));
                 o->partition = m->partition;
                 o->offset = m->offset;
-                while (rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(argv[4]),
-                                         RD_KAFKA_V_PARTITION(m->partition),
-                                         RD_KAFKA_V_KEY(m->key, m->key_len),
-                                         RD_KAFKA_V_VALUE(m->payload, m->len),
-                                         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                         RD_KAFKA_V_OPAQUE(o), RD_KAFKA_V_END) ==
-                       RD_KAFKA_RESP_ERR__QUEUE_FULL)
-                    rd_kafka_poll(producer, 10);
+                if (produce(producer, argv[4], m, L, o)) {
+                    fprintf(stderr, "passthrough: produce failed\n");
+                    free(o);
+                }
             }
             rd_kafka_message_destroy(m);
         }
@@ -119,5 +165,7 @@ int main(int argc, char **argv)
     rd_kafka_consumer_close(consumer);
     rd_kafka_destroy(consumer);
     rd_kafka_destroy(producer);
+    if (L)
+        lua_close(L);
     return 0;
 }

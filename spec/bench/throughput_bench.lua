@@ -8,7 +8,9 @@
 --   (c) kroute with the seed's JSON transform (decode, amount*2, add a
 --       field, encode, key by userId);
 --   (d) kroute fanning each event out to 3 topics;
---   (e) the transform with --workers 1 and 2, ordering partition and key.
+--   (e) the transform with --workers 1 and 2, ordering partition and key;
+--   (n) the naive loop a user could write instead: the reference program
+--       with spec/bench/naive_transform.lua (one thread, Lua 5.4, lua-cjson).
 -- For each: the drain rate (first output to the N-th: the group join is
 -- left out), CPU seconds per 100k events during the drain, and peak RSS,
 -- each as a ratio to (a) of the same round. Then p50/p99 latency (input
@@ -22,8 +24,8 @@ local json = require("kroute.native").json
 local N = tonumber(os.getenv("BENCH_EVENTS") or "300000")
 local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "3")
 local PARTS = 16 -- the mock keeps 5 MiB per partition: 16 hold 300k events
-local REF = ".build/bench-passthrough"
-assert(io.open(REF), REF .. " is missing: `make bench` builds it")
+local bench = require "support.bench"
+local proc_cpu, peak_rss_mib, median = bench.proc_cpu, bench.peak_rss_mib, bench.median
 
 local function progress(msg) io.stderr:write("bench: ", msg, "\n") end
 
@@ -71,6 +73,8 @@ local CONFIGS = {
    workers = 1, ordering = "key"},
   {id = "e3", name = "transform, --workers 2, ordering key", handler = "transform",
    workers = 2, ordering = "key"},
+  {id = "n", name = "naive C + Lua 5.4 + lua-cjson loop, JSON transform",
+   script = "spec/bench/naive_transform.lua"},
 }
 
 local wm = assert(ts.watermarks(broker.addr))
@@ -82,34 +86,14 @@ local function total(topics)
   return n
 end
 
-local function proc_cpu(pid) -- seconds of user + system time
-  local stat = env.read("/proc/" .. pid .. "/stat")
-  local fields = {}
-  for f in stat:gsub("^.-%) ", ""):gmatch("%S+") do fields[#fields + 1] = f end
-  return (tonumber(fields[12]) + tonumber(fields[13])) / 100 -- utime, stime: clock ticks
-end
-
-local function peak_rss_mib(pid)
-  local kb = env.read("/proc/" .. pid .. "/status"):match("VmHWM:%s*(%d+)")
-  return tonumber(kb) / 1024
-end
-
 -- Starts a configuration reading `input`; returns pid and a stop function.
 local function start(cfg, group, input, output)
-  if cfg.ref then
-    local pid = ts.spawn({REF, broker.addr, group, input, output},
-                         {stderr = dir .. "/ref.log", stdout = dir .. "/ref.log"})
-    return pid, function() ts.kill(pid, "TERM"); ts.wait(pid, 30000) end
+  if cfg.ref or cfg.script then
+    return bench.start_reference(broker.addr, dir .. "/ref.log", group, input, output, cfg.script)
   end
   local d = route_dir(cfg.id .. "-" .. input, cfg.handler, cfg.ordering or "partition", input,
                       not cfg.outputs and output or nil)
-  local r = env.kroute(d, broker.addr, {args = {"--group", group, "--workers",
-                                                tostring(cfg.workers), "--no-watch"},
-                                        log_level = "warn"})
-  return r.pid, function()
-    assert(r:stop() == 0, r:logtext())
-    r:cleanup()
-  end
+  return bench.start_kroute(d, broker.addr, group, {"--workers", tostring(cfg.workers)})
 end
 
 local function drain(cfg, round)
@@ -213,11 +197,6 @@ for round = 1, ROUNDS do
   end
 end
 
-local function median(xs)
-  table.sort(xs)
-  return xs[(#xs + 1) // 2]
-end
-
 local load1 = env.read("/proc/loadavg"):match("^(%S+)")
 print(("throughput on %s: %d events, %d rounds, %d partitions, machine load %s (1 min avg), %d cores")
   :format(env.real and "Apache Kafka (1 node)" or "the mock broker", N, ROUNDS, PARTS, load1, tonumber(io.popen("nproc"):read("a")) or 0))
@@ -237,6 +216,16 @@ for _, cfg in ipairs(CONFIGS) do
     median(rates), median(rate_ratio), median(cpus), median(cpu_ratio), median(rss)))
 end
 print("(medians over the rounds; each ratio is to the reference of the same round)")
+do -- the issue-14 targets: the transform against the naive loop, same rounds
+  local drain, cpu = {}, {}
+  for round = 1, ROUNDS do
+    local c, n = results.c[round], results.n[round]
+    drain[#drain + 1] = c.rate / n.rate
+    cpu[#cpu + 1] = c.cpu / n.cpu
+  end
+  print(("kroute JSON transform (c) against the naive loop (n), same rounds: drain %.2fx, "
+         .. "CPU per event %.2fx (medians)"):format(median(drain), median(cpu)))
+end
 
 local ref50, ref99, refn, refout = latency(CONFIGS[1])
 local k50, k99, kn, kout = latency(CONFIGS[3])

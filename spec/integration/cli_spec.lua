@@ -167,13 +167,17 @@ describe("kroute run", function()
   it("exits 2 on an unknown flag and accepts every flag of the contract", function()
     local code, out = env.run_cmd{"run", "--frobnicate"}
     assert.equal(2, code)
+    code, out = env.run_cmd{"run", "--max-inflight", "1k"}
+    assert.equal(2, code)
+    assert.matches("%-%-max%-inflight takes a size of at least 64KiB", out)
     handler("flags/h.lua")
     env.write(dir .. "/flags/r.yaml", env.fast_kafka ..
       "routes:\n  - { name: a, match: flags.in, handler: h.lua, to: flags.out }\n")
     local broker = env.broker{"flags.in:1", "flags.out:1"}
     local r = env.kroute(dir .. "/flags", broker.addr, {args = {
       "--brokers", broker.addr, "--group", "flag-group", "--workers", "2",
-      "--admin", "127.0.0.1:0", "--no-watch"}, log_level = "debug"})
+      "--admin", "127.0.0.1:0", "--no-watch", "--max-inflight", "8MiB",
+      "--drain-timeout", "10s"}, log_level = "debug"})
     assert.is_truthy(r:wait_assigned(30000), r:logtext())
     assert.matches("group=flag%-group", r:logtext())
     ts.produce(broker.addr, "flags.in", {{key = "k", value = "v"}})
@@ -203,12 +207,21 @@ end)
 
 describe("kroute broker", function()
   it("serves other clients on a fixed --port with pre-created topics", function()
-    local port = 20000 + (ts.now() % 20000)
     local d = env.tmpdir()
-    local pid = ts.spawn({env.bin, "broker", "--port", tostring(port), "wide:12"},
-                         {stdout = d .. "/addr", stderr = d .. "/log"})
-    local addr = env.wait_for(function() return env.read(d .. "/addr"):match("^(%S+)\n") end, 10000)
-    assert.equal("127.0.0.1:" .. port, addr)
+    local pid, port, addr, exited
+    -- a port picked at random may be taken by another program: then kroute
+    -- says so and exits 1, and another port is tried
+    for attempt = 1, 5 do
+      port = 20000 + (ts.now() + attempt * 7919) % 20000
+      pid = ts.spawn({env.bin, "broker", "--port", tostring(port), "wide:12"},
+                     {stdout = d .. "/addr", stderr = d .. "/log"})
+      addr = env.wait_for(function()
+        exited = ts.wait(pid, 0)
+        return exited or env.read(d .. "/addr"):match("^(%S+)\n")
+      end, 30000)
+      if exited ~= "exit" or not env.read(d .. "/log"):match("cannot listen") then break end
+    end
+    assert.equal("127.0.0.1:" .. port, addr, env.read(d .. "/log"))
     local hw = ts.high_watermarks(addr, "wide")
     local n = 0
     for _ in pairs(hw) do n = n + 1 end
@@ -228,7 +241,7 @@ describe("kroute broker", function()
 end)
 
 describe("make install", function()
-  it("installs the binary, the Lua library and the native module under PREFIX", function()
+  it("installs the binary, the Lua library, the native module and the examples under PREFIX", function()
     local prefix = env.tmpdir()
     local ok = os.execute("make -s install PREFIX='" .. prefix .. "' >/dev/null 2>&1")
     assert.is_true(ok)
@@ -248,9 +261,16 @@ describe("make install", function()
                    {stdout = prefix .. "/test", stderr = prefix .. "/test"})
     assert.same({"exit", 0}, {ts.wait(pid, 30000)}, env.read(prefix .. "/test"))
     assert.matches("%d+ successes / 0 failures / 0 errors", env.read(prefix .. "/test"))
+    -- the shipped routes/ and examples, side by side as in the repository
+    pid = ts.spawn({prefix .. "/bin/kroute", "check", prefix .. "/share/kroute/routes"},
+                   {stdout = prefix .. "/shop", stderr = prefix .. "/shop"})
+    assert.same({"exit", 0}, {ts.wait(pid, 10000)}, env.read(prefix .. "/shop"))
+    assert.matches("ok: 3 route", env.read(prefix .. "/shop"))
     ok = os.execute("make -s uninstall PREFIX='" .. prefix .. "' >/dev/null 2>&1")
     assert.is_true(ok)
     assert.is_nil(ts.read_file(prefix .. "/bin/kroute"))
+    assert.is_nil(ts.read_file(prefix .. "/share/kroute/routes/shop.yaml"))
+    assert.is_nil(ts.read_file(prefix .. "/lib/kroute/lua/kroute/native.so"))
     os.execute("rm -rf '" .. prefix .. "'")
   end)
 end)

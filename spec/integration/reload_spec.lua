@@ -3,6 +3,7 @@
 -- stream through; a required module edited alone; routes added and
 -- removed; the rename-over-write editor pattern; requests in flight.
 local env = require "support.env"
+local stream = require "support.stream"
 local ts = env.ts
 local json = require("kroute.native").json
 
@@ -50,7 +51,9 @@ describe("hot reload", function()
   setup(function()
     broker = env.broker{"rl.in:4", "rl.out:4", "mod.in:1", "mod.out:1", "main.in:2",
                         "main.out:2", "extra.in:2", "extra.out:2", "calls:2", "sum:2",
-                        "sum.reply:2", "results:2", "state.in:1", "state.out:1"}
+                        "sum.reply:2", "results:2", "state.in:1", "state.out:1", "lazy.in:1", "lazy.out:1",
+                        "asks:1", "answers:1", "total:1", "total.reply:1",
+                        "coop.a:2", "coop.a.out:2", "coop.b:2", "coop.b.out:2"}
   end)
 
   teardown(function() broker.stop() end)
@@ -109,6 +112,17 @@ describe("hot reload", function()
       end, 10000)
       assert.is_truthy(after, ("change %d (%s) was not applied:\n%s"):format(
         i, trigger, r:logtext():sub(-3000)))
+      -- a reload may also have started between two of the writes (a late
+      -- watcher reload of the previous change, on a loaded machine) and
+      -- loaded them half: every write is followed by the watcher's own
+      -- reload, so the change is surely live once reloads have stopped
+      local quiet = after.generation
+      repeat
+        ts.sleep(300)
+        local now_gen = r:reload_status().generation
+        local moved = now_gen ~= quiet
+        quiet = now_gen
+      until not moved
       if broken then
         broken_seen = broken_seen + 1
         assert.is_false(after.ok)
@@ -154,31 +168,48 @@ describe("hot reload", function()
               st.generation))
   end)
 
-  it("reloads when a required module alone is edited", function()
+  -- A handler that wraps values with lib/fmt.lua; topic .. ".in" -> ".out".
+  -- After the first event, editing the module alone must reload kroute;
+  -- `loaded` (optional) is checked between the first event and the edit.
+  local function module_edit_reloads(topic, handler_src, loaded)
     local dir = env.tmpdir()
-    env.write(dir .. "/r.yaml", env.fast_kafka .. [[
+    env.write(dir .. "/r.yaml", env.fast_kafka .. ([[
 routes:
   - name: fmt
-    match: mod.in
+    match: T.in
     handler: h.lua
-    to: mod.out
-]])
-    env.write(dir .. "/h.lua", [[
-local fmt = require "lib.fmt"
-return function(msg) return fmt.wrap(msg.value) end
-]])
+    to: T.out
+]]):gsub("T", topic))
+    env.write(dir .. "/h.lua", handler_src)
     env.write(dir .. "/lib/fmt.lua", 'return { wrap = function(s) return "<" .. s .. ">" end }')
     local r = env.kroute(dir, broker.addr)
     assert.is_truthy(r:wait_assigned(30000), r:logtext())
-    ts.produce(broker.addr, "mod.in", {{key = "a", value = "one"}})
-    assert.equal("<one>", env.consume(broker.addr, "mod.out", 1, 15000)[1].value)
+    ts.produce(broker.addr, topic .. ".in", {{key = "a", value = "one"}})
+    assert.equal("<one>", env.consume(broker.addr, topic .. ".out", 1, 15000)[1].value)
+    if loaded then loaded(r) end
     save(dir .. "/lib/fmt.lua", 'return { wrap = function(s) return "[" .. s .. "]" end }')
     assert.is_truthy(r:wait_log("file change: generation 2 live", 10000), r:logtext())
-    ts.produce(broker.addr, "mod.in", {{key = "a", value = "two"}})
-    local out = env.consume(broker.addr, "mod.out", 2, 15000)
+    ts.produce(broker.addr, topic .. ".in", {{key = "a", value = "two"}})
+    local out = env.consume(broker.addr, topic .. ".out", 2, 15000)
     assert.equal("[two]", out[2].value)
     assert.equal(0, r:stop())
     r:cleanup()
+  end
+
+  it("reloads when a required module alone is edited", function()
+    module_edit_reloads("mod", [[
+local fmt = require "lib.fmt"
+return function(msg) return fmt.wrap(msg.value) end
+]])
+  end)
+
+  it("watches a module first required inside the handler function, from that event on", function()
+    -- lib.fmt is loaded only when the first event calls the handler
+    module_edit_reloads("lazy", [[
+return function(msg) return require("lib.fmt").wrap(msg.value) end
+]], function(r)
+      assert.is_truthy(r:wait_log("watching .*lib/fmt%.lua", 10000), r:logtext())
+    end)
   end)
 
   it("starts module state fresh, and carries it over only through reload_state/init(prev)", function()
@@ -298,6 +329,54 @@ routes:
     r:cleanup()
   end)
 
+  -- a cooperative rebalance after a reload shrinks the subscription: the
+  -- partitions kept go on where they were. (librdkafka 2.0.2 can fetch them
+  -- again from where their assignment started, #4636; then kroute skips
+  -- what it has seen - not every run hits that.)
+  it("drops a topic from a cooperative-sticky group: the topics kept repeat nothing", function()
+    local dir = env.tmpdir()
+    local kafka = env.fast_kafka:gsub("heartbeat.interval.ms: 500,",
+      "heartbeat.interval.ms: 500, partition.assignment.strategy: cooperative-sticky,")
+    local route_b = [[
+  - name: b
+    match: coop.b
+    handler: copy.lua
+    to: coop.b.out
+]]
+    local function routes(with_b)
+      save(dir .. "/r.yaml", kafka .. [[
+routes:
+  - name: a
+    match: coop.a
+    handler: copy.lua
+    to: coop.a.out
+]] .. (with_b and route_b or ""))
+    end
+    routes(true)
+    -- the shape stream.verify reads: the key and the sequence number
+    env.write(dir .. "/copy.lua",
+              "return function(msg) return {k = msg.key, s = assert(msg:json()).s} end\n")
+    local r = env.kroute(dir, broker.addr)
+    assert.is_truthy(r:wait_log("assigned [1-9]", 30000), r:logtext())
+    stream.produce(broker.addr, "coop.a", 1, 300, 7)
+    stream.produce(broker.addr, "coop.b", 1, 300, 7)
+    assert.equal(300, #env.consume(broker.addr, "coop.a.out", 300, 20000))
+    assert.equal(300, #env.consume(broker.addr, "coop.b.out", 300, 20000))
+    routes(false)
+    assert.is_truthy(r:wait_log("generation 2 live %(1 route", 10000), r:logtext())
+    assert.is_truthy(r:wait_log("revoked 2 partition%(s%): coop%.b", 30000), r:logtext())
+    ts.sleep(2000) -- librdkafka's refetch, when it comes, comes at once
+    stream.produce(broker.addr, "coop.a", 301, 400, 7)
+    stream.verify(broker.addr, "coop.a.out", 400, 20000)
+    ts.sleep(1000) -- and then counted again, with anything that came late
+    local distinct, total = stream.verify(broker.addr, "coop.a.out", 400, 5000)
+    assert.equal(0, r:stop())
+    local log = r:logtext()
+    r:cleanup()
+    assert.equal(400, distinct)
+    assert.equal(400, total, log:sub(-2500))
+  end)
+
   it("keeps requests in flight across a reload; they finish on their generation", function()
     local dir = env.tmpdir()
     env.write(dir .. "/caller/r.yaml", env.fast_kafka .. [[
@@ -352,6 +431,56 @@ end
     end
     assert.equal("new", last.v)
     assert.equal("5", last.reply)
+    for _, r in ipairs{a, responder} do
+      assert.equal(0, r:stop())
+      r:cleanup()
+    end
+  end)
+
+  it("stops reading a removed pattern's reply topic once its last request is answered", function()
+    local dir = env.tmpdir()
+    local caller = env.fast_kafka .. [[
+routes:
+  - name: caller
+    match: asks
+    handler: caller.lua
+    to: answers
+REQUESTS]]
+    env.write(dir .. "/caller/r.yaml", (caller:gsub("REQUESTS", "    requests: [total]\n")))
+    env.write(dir .. "/caller/caller.lua", [[
+local kroute = require "kroute"
+return function(msg)
+  local reply, err = kroute.request("total", msg.value, { timeout = 60000 })
+  return tostring(reply or err)
+end
+]])
+    env.write(dir .. "/responder/r.yaml", env.fast_kafka .. [[
+routes:
+  - name: total
+    match: total
+    handler: total.lua
+    reply: nest
+]])
+    env.write(dir .. "/responder/total.lua", 'return function(msg) return "got " .. msg.value end\n')
+    local a = env.kroute(dir .. "/caller", broker.addr)
+    assert.is_truthy(a:wait_log("group=kroute%-client assigned", 40000), a:logtext())
+    assert.is_truthy(a:wait_log("group=kroute assigned", 40000), a:logtext())
+    ts.produce(broker.addr, "asks", {{key = "a", value = "x"}})
+    assert.is_truthy(env.wait_for(function()
+      return ((ts.high_watermarks(broker.addr, "total") or {})[0] or 0) >= 1
+    end, 20000), a:logtext())
+    -- the reload drops `requests:` while that request waits for its reply
+    env.write(dir .. "/caller/caller.lua", 'return function(msg) return msg.value end\n')
+    save(dir .. "/caller/r.yaml", (caller:gsub("REQUESTS", "")))
+    assert.is_truthy(a:wait_log("generation 2 live", 10000), a:logtext())
+    ts.sleep(1000)
+    assert.is_falsy(a:logtext():match("stopped reading total%.reply"), a:logtext())
+    local responder = env.kroute(dir .. "/responder", broker.addr,
+                                 {args = {"--group", "totals"}})
+    local out = env.consume(broker.addr, "answers", 1, 60000)
+    assert.equal("got x", out[1] and out[1].value, a:logtext())
+    -- answered: now nothing needs total.reply
+    assert.is_truthy(a:wait_log("stopped reading total%.reply", 10000), a:logtext())
     for _, r in ipairs{a, responder} do
       assert.equal(0, r:stop())
       r:cleanup()

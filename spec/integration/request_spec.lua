@@ -91,8 +91,10 @@ describe("kroute.request", function()
     -- both callers leave together: stopping one while the other rebalances
     -- makes the second wait for the broker to finish that rebalance
     ts.kill(a.pid, "TERM")
+    ts.kill(b.pid, "TERM")
     for _, r in ipairs{a, b, responder} do
-      assert.equal(0, r:stop())
+      local code = r:stop()
+      assert.equal(0, code, r:logtext())
       r:cleanup()
     end
   end)

@@ -1,7 +1,7 @@
 -- spec/support/env.lua - what the integration specs share: a `kroute
 -- broker` child per spec file, kroute itself as a child process with its
 -- log in a file, temporary route folders, and waiting with a deadline.
-local ts = require("kroute.native").testsupport
+local ts = require("kroute.testsupport")
 
 local env = {}
 env.ts = ts
@@ -133,7 +133,7 @@ local function mock_broker(topics, opts)
   b.pid = ts.spawn(argv, {stdout = dir .. "/addr", stderr = dir .. "/log"})
   b.addr = env.wait_for(function()
     return env.read(dir .. "/addr"):match("^(%S+)\n")
-  end, 10000)
+  end, 30000) -- a machine busy with a JVM broker has taken over 10 s
   assert(b.addr, "kroute broker printed no address: " .. env.read(dir .. "/log"))
   -- the mock creates a topic (4 partitions) on its first metadata request
   function b.create_topic() return true end
@@ -192,7 +192,7 @@ function env.broker(topics, opts)
   return mock_broker(topics or {}, opts)
 end
 
--- Fast-reacting consumer settings for the mock broker (README, "Brokers kroute is tested on").
+-- Fast-reacting consumer settings for the mock broker (spec/README.md, "The two brokers").
 env.fast_kafka = [[
 kafka:
   brokers: ${TEST_BROKERS}
@@ -223,7 +223,8 @@ local Router = {}
 Router.__index = Router
 
 --- Starts `kroute run PATH...` against broker address `brokers` (exported
--- as TEST_BROKERS for route files). opts.args: extra flags.
+-- as TEST_BROKERS for route files). opts.args: extra flags; opts.env: more
+-- environment variables for the route files.
 function env.kroute(paths, brokers, opts)
   opts = opts or {}
   local dir = env.tmpdir()
@@ -233,8 +234,9 @@ function env.kroute(paths, brokers, opts)
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
   for _, p in ipairs(type(paths) == "table" and paths or {paths}) do argv[#argv + 1] = p end
   local r = setmetatable({dir = dir, log = dir .. "/kroute.log"}, Router)
-  r.pid = ts.spawn(argv, {stderr = r.log, stdout = r.log,
-                          env = {TEST_BROKERS = brokers or "embedded"}})
+  local vars = {TEST_BROKERS = brokers or "embedded"}
+  for k, v in pairs(opts.env or {}) do vars[k] = v end
+  r.pid = ts.spawn(argv, {stderr = r.log, stdout = r.log, env = vars})
   return r
 end
 

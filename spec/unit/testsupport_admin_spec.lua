@@ -4,7 +4,7 @@
 -- within its bound against an unreachable broker, and create_topics /
 -- delete_topics against real Kafka when KROUTE_TEST_BROKER=kafka
 -- (the mock implements no Admin API).
-local ts = require("kroute.native").testsupport
+local ts = require("kroute.testsupport")
 
 -- Runs f(...) and returns its results packed, with the elapsed milliseconds.
 local function timed(f, ...)
