@@ -160,6 +160,12 @@ kr_consumer_t *kr_consumer_new(const char *brokers, const char *group, const kr_
         goto fail;
     }
     conf = NULL; /* owned by rk */
+    char kb[24];
+    size_t kbsize = sizeof(kb);
+    if (rd_kafka_conf_get(rd_kafka_conf(c->rk), "queued.max.messages.kbytes", kb, &kbsize) ==
+        RD_KAFKA_CONF_OK)
+        kr_info("consumer", "group=%s prefetches up to %s KiB (queued.max.messages.kbytes)",
+                group, kb);
     rd_kafka_poll_set_consumer(c->rk);
     c->q = rd_kafka_queue_get_consumer(c->rk);
     return c;

@@ -85,8 +85,9 @@ size_t kr_dispatch_poll_replies(kr_dispatch_t *d);
  * again, and partitions pause as they deliver (see engine/lanes.c). */
 int kr_dispatch_may_consume(kr_dispatch_t *d);
 /* The default of each group consumer's queued.max.messages.kbytes: what
- * librdkafka fetches ahead, as much as the in-flight budget (at least
- * 1 MiB, at most librdkafka's own 64 MiB), so --max-inflight bounds both. */
+ * librdkafka fetches ahead, the group's share of the in-flight budget (the
+ * budget over the number of groups; at least 1 MiB, at most librdkafka's
+ * own 64 MiB), so --max-inflight bounds both. */
 size_t kr_dispatch_prefetch_kb(const kr_dispatch_t *d);
 /* Takes ownership of a consumed message and runs what it can now. */
 void kr_dispatch_message(kr_group_t *g, rd_kafka_message_t *rkm);

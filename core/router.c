@@ -204,6 +204,10 @@ static int open_group(router_t *rt, kr_group_t *g, char *err, size_t errsize)
 static int open_groups(router_t *rt, char *err, size_t errsize)
 {
     const kr_config_t *cfg = kr_dispatch_gen(rt->d)->cfg;
+    /* every group first: each consumer's prefetch is a share of the
+     * budget by the number of groups */
+    for (size_t i = 0; i < cfg->route_cnt; i++)
+        kr_dispatch_group(rt->d, cfg->routes[i].group ? cfg->routes[i].group : cfg->group);
     for (size_t i = 0; i < cfg->route_cnt; i++) {
         const kr_route_t *r = &cfg->routes[i];
         kr_group_t *g = kr_dispatch_group(rt->d, r->group ? r->group : cfg->group);

@@ -146,12 +146,14 @@ int kr_dispatch_may_consume(kr_dispatch_t *d)
 /* While consuming waits, librdkafka goes on fetching until its own queue
  * is full, and that queue (with the fetch buffers its messages keep alive)
  * weighs as much as the budget: a smaller budget alone barely lowered the
- * peak RSS of a backlog drain (spec/bench/README.md). So the queue gets the
- * budget's size, up to librdkafka's own 64 MiB: the default budget keeps
- * librdkafka's default (a quarter of it drained 0.79x as fast). */
+ * peak RSS of a backlog drain (spec/bench/README.md). So the queues get the
+ * budget's size, shared by the groups (each group has its own consumer and
+ * queue), up to librdkafka's own 64 MiB: the default budget keeps
+ * librdkafka's default for one group (a quarter of it drained 0.79x as
+ * fast). A group added by a reload gets the share of the groups then. */
 size_t kr_dispatch_prefetch_kb(const kr_dispatch_t *d)
 {
-    size_t kb = d->budget / 1024;
+    size_t kb = d->budget / 1024 / (d->group_cnt ? d->group_cnt : 1);
     return kb < 1024 ? 1024 : kb > 65536 ? 65536 : kb;
 }
 

@@ -172,14 +172,18 @@ describe("kroute run", function()
     assert.matches("%-%-max%-inflight takes a size of at least 64KiB", out)
     handler("flags/h.lua")
     env.write(dir .. "/flags/r.yaml", env.fast_kafka ..
-      "routes:\n  - { name: a, match: flags.in, handler: h.lua, to: flags.out }\n")
-    local broker = env.broker{"flags.in:1", "flags.out:1"}
+      "routes:\n  - { name: a, match: flags.in, handler: h.lua, to: flags.out }\n" ..
+      "  - { name: b, match: flags.in2, handler: h.lua, to: flags.out, group: flag-b }\n")
+    local broker = env.broker{"flags.in:1", "flags.in2:1", "flags.out:1"}
     local r = env.kroute(dir .. "/flags", broker.addr, {args = {
       "--brokers", broker.addr, "--group", "flag-group", "--workers", "2",
       "--admin", "127.0.0.1:0", "--no-watch", "--max-inflight", "8MiB",
       "--drain-timeout", "10s"}, log_level = "debug"})
     assert.is_truthy(r:wait_assigned(30000), r:logtext())
     assert.matches("group=flag%-group", r:logtext())
+    -- the budget sizes librdkafka's prefetch, shared by the two groups
+    assert.matches("group=flag%-group prefetches up to 4096 KiB", r:logtext())
+    assert.matches("group=flag%-b prefetches up to 4096 KiB", r:logtext())
     ts.produce(broker.addr, "flags.in", {{key = "k", value = "v"}})
     local out = env.consume(broker.addr, "flags.out", 1, 15000)
     assert.equal(1, #out)
