@@ -110,7 +110,7 @@ describe("at-least-once", function()
       return true
     end, 15000)
     assert.is_true(caught_up, "offsets not committed while running")
-    assert.equal(0, r:stop())
+    r:stop_clean()
     r:cleanup()
     local committed = ts.committed(broker.addr, "kroute", "stream.in")
     for p = 0, PARTS - 1 do

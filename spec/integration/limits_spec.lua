@@ -220,7 +220,7 @@ routes:
     local topics = {"big.out", "big.in.dlq", "grow.out", "grow.in.dlq", "loud.out",
                     "loud.in.dlq", "refused.out"}
     for _, t in ipairs(topics) do before[t] = #env.consume(addr, t, 1, 5000) end
-    assert.equal(0, router:stop())
+    router:stop_clean()
     router:cleanup()
     router = env.kroute(dir, addr)
     assert(router:wait_assigned(30000), router:logtext())

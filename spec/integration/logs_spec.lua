@@ -28,7 +28,7 @@ end
     assert.is_truthy(r:wait_log('"assigned 1 partition', 30000), r:logtext())
     ts.produce(broker.addr, "log.in", {{key = "a", value = "good"}, {key = "b", value = "bad"}})
     assert.equal(1, #env.consume(broker.addr, "log.in.dlq", 1, 15000))
-    assert.equal(0, r:stop())
+    r:stop_clean()
     local lines, handler_line, failure = 0, nil, nil
     for line in r:logtext():gmatch("[^\n]+") do
       local obj = json.decode(line)

@@ -103,7 +103,7 @@ describe("one outcome plan", function()
       end
     end
     local replies = env.consume(broker.addr, "oc.reply", want_replies, 30000)
-    assert.equal(0, r:stop())
+    r:stop_clean()
     assert.equal(want_outputs, #got, r:logtext())
     assert.equal(want_replies, #replies)
 

@@ -160,7 +160,7 @@ describe("hot reload", function()
     assert.equal(1, assigns, "the consumer group rebalanced")
     assert.is_nil(log:match("revoked"))
     local st = r:reload_status()
-    assert.equal(0, r:stop())
+    r:stop_clean()
     r:cleanup()
     print(("# reload: %d events, %d changes (%d file, %d SIGHUP, %d POST; %d broken, all "
            .. "rejected), %d reloads, generation %d, 0 lost, 0 duplicates, 1 assignment")
@@ -192,7 +192,7 @@ routes:
     ts.produce(broker.addr, topic .. ".in", {{key = "a", value = "two"}})
     local out = env.consume(broker.addr, topic .. ".out", 2, 15000)
     assert.equal("[two]", out[2].value)
-    assert.equal(0, r:stop())
+    r:stop_clean()
     r:cleanup()
   end
 
@@ -242,7 +242,7 @@ return {
     for i, rec in ipairs(out) do values[i] = rec.value end
     -- `count` came over through init(prev); `fresh` started again at 0
     assert.same({"1/1", "2/2", "3/1"}, values)
-    assert.equal(0, r:stop())
+    r:stop_clean()
     r:cleanup()
   end)
 
@@ -276,7 +276,7 @@ routes:
     assert.is_nil(log:match("session%.timeout%.ms changed"))
     assert.is_nil(log:match("linger%.ms changed"))
     assert.is_nil(log:match("77: it takes"))
-    assert.equal(0, r:stop())
+    r:stop_clean()
     r:cleanup()
     os.execute("rm -rf '" .. dir .. "'")
   end)
@@ -325,7 +325,7 @@ routes:
     -- the main group never rebalanced for any of it
     local _, assigns = r:logtext():gsub("group=kroute assigned", "")
     assert.equal(1, assigns)
-    assert.equal(0, r:stop())
+    r:stop_clean()
     r:cleanup()
   end)
 
@@ -370,7 +370,7 @@ routes:
     stream.verify(broker.addr, "coop.a.out", 400, 20000)
     ts.sleep(1000) -- and then counted again, with anything that came late
     local distinct, total = stream.verify(broker.addr, "coop.a.out", 400, 5000)
-    assert.equal(0, r:stop())
+    r:stop_clean()
     local log = r:logtext()
     r:cleanup()
     assert.equal(400, distinct)
@@ -432,7 +432,7 @@ end
     assert.equal("new", last.v)
     assert.equal("5", last.reply)
     for _, r in ipairs{a, responder} do
-      assert.equal(0, r:stop())
+      r:stop_clean()
       r:cleanup()
     end
   end)
@@ -482,7 +482,7 @@ routes:
     -- answered: now nothing needs total.reply
     assert.is_truthy(a:wait_log("stopped reading total%.reply", 10000), a:logtext())
     for _, r in ipairs{a, responder} do
-      assert.equal(0, r:stop())
+      r:stop_clean()
       r:cleanup()
     end
   end)

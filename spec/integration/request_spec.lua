@@ -93,8 +93,7 @@ describe("kroute.request", function()
     ts.kill(a.pid, "TERM")
     ts.kill(b.pid, "TERM")
     for _, r in ipairs{a, b, responder} do
-      local code = r:stop()
-      assert.equal(0, code, r:logtext())
+      r:stop_clean()
       r:cleanup()
     end
   end)
@@ -117,7 +116,7 @@ describe("kroute.request", function()
     assert.is_truthy(got, a:logtext())
     assert.equal("timeout", got.err)
     assert.is_nil(got.reply)
-    assert.equal(0, a:stop())
+    a:stop_clean()
     a:cleanup()
   end)
 
@@ -143,7 +142,7 @@ describe("kroute.request", function()
     for _, r in ipairs(env.consume(broker.addr, "results", 0, 1000)) do
       assert.is_true(json.decode(r.value).id < 3000)
     end
-    assert.equal(0, a:stop())
+    a:stop_clean()
     a:cleanup()
   end)
 
@@ -162,7 +161,7 @@ describe("kroute.request", function()
                        return n > 0
                      end, 40000), a:logtext())
     local t0 = ts.monotonic()
-    assert.equal(0, a:stop())
+    a:stop_clean()
     assert.is_true(ts.monotonic() - t0 < 15000, "shutdown waited for the request")
     a:cleanup()
     local after = ts.committed(broker.addr, "kroute", "calls")

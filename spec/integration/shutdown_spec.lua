@@ -56,7 +56,7 @@ end
     env.write(dir .. "/slow.lua", "return function(msg) return msg.value .. '|again' end\n")
     local r2 = env.kroute(dir, broker.addr)
     local out = env.consume(broker.addr, "sd.out", 1, 30000)
-    assert.equal(0, r2:stop())
+    r2:stop_clean()
     r2:cleanup()
     assert.equal("busy|again", out[#out] and out[#out].value, r2:logtext())
   end)
@@ -71,7 +71,7 @@ end
         if rec.value == "quick" then return true end
       end
     end, 20000), r:logtext())
-    assert.equal(0, r:stop())
+    r:stop_clean()
     assert.matches("stopped cleanly", r:logtext())
     r:cleanup()
   end)

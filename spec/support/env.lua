@@ -296,6 +296,15 @@ function Router:stop(timeout_ms)
   return how == "exit" and code or 128 + code
 end
 
+--- SIGTERM and wait; fails the test with kroute's log unless it exits 0
+--- (a failure that says only "expected 0, got 1" cannot be diagnosed).
+function Router:stop_clean(timeout_ms)
+  local code = self:stop(timeout_ms)
+  if code ~= 0 then
+    error(("kroute exited %d on SIGTERM, not 0; log:\n%s"):format(code, self:logtext()), 2)
+  end
+end
+
 function Router:kill()
   ts.kill(self.pid, "KILL")
   ts.wait(self.pid, 10000)
