@@ -58,6 +58,12 @@ typedef struct kr_config {
     size_t file_cnt;
 } kr_config_t;
 
+/* The consumer group route r is read in: its own, or the default. */
+static inline const char *kr_route_group(const kr_config_t *cfg, const kr_route_t *r)
+{
+    return r->group ? r->group : cfg->group;
+}
+
 /* Loads route files and folders of YAML route files. Returns NULL and adds
  * "file:line:col: message" lines to `errs` on any problem. */
 kr_config_t *kr_config_load(const char *const *paths, size_t path_cnt, kr_errors_t *errs);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "config_internal.h"
+#include "hash.h"
 
 char *kr_cfg_xstrdup(const char *s)
 {
@@ -182,14 +183,6 @@ const char *kr_cfg_shown(yaml_node_t *node, const char *value)
     return value;
 }
 
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603u; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211u;
-    return h;
-}
-
 /* YAML lets a later duplicate key silently win; in a route file that hides
  * mistakes (two `to:`), so it is an error. A hash set keeps this linear: a
  * mapping may have 100k keys. */
@@ -207,7 +200,7 @@ static void check_duplicate_keys(loader_t *ld, yaml_node_t *map)
         if (ka->type != YAML_SCALAR_NODE)
             continue;
         const char *name = (const char *)ka->data.scalar.value;
-        size_t i = hash_str(name) & (cap - 1);
+        size_t i = kr_hash_bytes(name, strlen(name), KR_HASH_SEED) & (cap - 1);
         while (slots[i] && strcmp((const char *)slots[i]->data.scalar.value, name))
             i = (i + 1) & (cap - 1);
         if (!slots[i])

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "hash.h"
 #include "kafkaconf.h"
 #include "log.h"
 #include "metrics.h"
@@ -213,20 +214,12 @@ void kr_consumer_wake_fd(kr_consumer_t *c, int fd)
     rd_kafka_queue_io_event_enable(c->q, fd, "c", 1);
 }
 
-static size_t store_hash(const char *topic, int32_t partition)
-{
-    size_t h = 2166136261u ^ (uint32_t)partition; /* FNV-1a */
-    for (const unsigned char *s = (const unsigned char *)topic; *s; s++)
-        h = (h ^ *s) * 16777619u;
-    return h;
-}
-
 /* The slot of topic[partition] in the stores' index: its element's, or
  * the free slot where it goes. */
 static int *store_slot(kr_consumer_t *c, const char *topic, int32_t partition)
 {
     size_t mask = c->store_slot_cnt - 1;
-    for (size_t i = store_hash(topic, partition) & mask;; i = (i + 1) & mask) {
+    for (size_t i = kr_hash_partition(topic, partition) & mask;; i = (i + 1) & mask) {
         int *slot = &c->store_slots[i];
         if (*slot < 0)
             return slot;

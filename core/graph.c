@@ -79,7 +79,7 @@ void kr_graph_write(const kr_config_t *cfg, int format, FILE *out)
         size_t id = i + 1;
         const char *file = strrchr(r->handler, '/');
         file = file ? file + 1 : r->handler;
-        const char *group = r->group ? r->group : cfg->group;
+        const char *group = kr_route_group(cfg, r);
         if (format == KR_GRAPH_DOT) {
             fprintf(out, "  r%zu [shape=box, style=rounded, label=\"", id);
             label(&g, r->name);

@@ -49,7 +49,7 @@ static void push_route(lua_State *L, const kr_config_t *cfg, const kr_route_t *r
     set_str(L, "name", r->name);
     set_str(L, "handler", r->handler);
     set_str(L, "to", r->to);
-    set_str(L, "group", r->group ? r->group : cfg->group);
+    set_str(L, "group", kr_route_group(cfg, r));
     set_str(L, "ordering", orderings[r->ordering]);
     set_int(L, "attempts", r->attempts);
     set_int(L, "backoff_ms", r->backoff_ms);

@@ -128,7 +128,7 @@ static void log_routes(const kr_config_t *cfg, int level)
             len += (size_t)snprintf(match + len, sizeof(match) - len, "%s%s", j ? "," : "",
                                     r->patterns[j].text);
         kr_log(level, "router", "  route %s: %s -> %s (group %s, handler %s)", r->name, match,
-               r->to ? r->to : "(handler chooses)", r->group ? r->group : cfg->group,
+               r->to ? r->to : "(handler chooses)", kr_route_group(cfg, r),
                r->handler);
     }
 }
@@ -207,10 +207,9 @@ static int open_groups(router_t *rt, char *err, size_t errsize)
     /* every group first: each consumer's prefetch is a share of the
      * budget by the number of groups */
     for (size_t i = 0; i < cfg->route_cnt; i++)
-        kr_dispatch_group(rt->d, cfg->routes[i].group ? cfg->routes[i].group : cfg->group);
+        kr_dispatch_group(rt->d, kr_route_group(cfg, &cfg->routes[i]));
     for (size_t i = 0; i < cfg->route_cnt; i++) {
-        const kr_route_t *r = &cfg->routes[i];
-        kr_group_t *g = kr_dispatch_group(rt->d, r->group ? r->group : cfg->group);
+        kr_group_t *g = kr_dispatch_group(rt->d, kr_route_group(cfg, &cfg->routes[i]));
         if (!kr_group_consumer(g) && open_group(rt, g, err, errsize) < 0)
             return -1;
     }
@@ -479,7 +478,7 @@ static void render_routes(router_t *rt, kr_buf_t *b)
     kr_buf_add(b, num, strlen(num));
     for (size_t i = 0; i < cfg->route_cnt; i++) {
         const kr_route_t *r = &cfg->routes[i];
-        const char *gname = r->group ? r->group : cfg->group;
+        const char *gname = kr_route_group(cfg, r);
         kr_buf_add(b, i ? ",{\"name\":" : "{\"name\":", i ? 9 : 8);
         json_str(b, r->name);
         kr_buf_add(b, ",\"match\":[", 10);

@@ -34,7 +34,7 @@ int kr_group_refresh(kr_group_t *g)
     g->routes = xcalloc(cfg->route_cnt, sizeof(*g->routes));
     for (size_t i = 0; i < cfg->route_cnt; i++) {
         const kr_route_t *r = &cfg->routes[i];
-        if (strcmp(r->group ? r->group : cfg->group, g->name) != 0)
+        if (strcmp(kr_route_group(cfg, r), g->name) != 0)
             continue;
         g->routes[g->route_cnt++] = r;
         for (size_t j = 0; j < r->pattern_cnt; j++) {

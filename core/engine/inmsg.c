@@ -29,7 +29,7 @@ kr_inmsg_t *kr_inmsg_new(kr_group_t *g, rd_kafka_message_t *rkm)
     m->rkm = rkm;
     m->group = g;
     kr_msg_from_rkm(&m->view, rkm);
-    m->key_hash = m->view.key ? hash_bytes(m->view.key, m->view.key_len, 2166136261u)
+    m->key_hash = m->view.key ? kr_hash_bytes(m->view.key, m->view.key_len, KR_HASH_SEED)
                               : 0x9e3779b9u; /* null keys keep their order together */
     count(g->d, m, +1);
     return m;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 
 #include "dispatch.h"
+#include "hash.h"
 #include "message.h"
 #include "metrics.h"
 #include "nest.h"
@@ -150,14 +151,6 @@ static inline void *xcalloc(size_t n, size_t size)
     if (!p)
         abort();
     return p;
-}
-
-static inline uint32_t hash_bytes(const void *p, size_t len, uint32_t h)
-{
-    const unsigned char *s = p;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ s[i]) * 16777619u; /* FNV-1a */
-    return h;
 }
 
 static inline kr_route_stats_t *stats(const kr_inmsg_t *m, const kr_route_t *route)

@@ -14,8 +14,7 @@
 
 kr_lane_t **kr_lane_slot(kr_group_t *g, const char *topic, int32_t partition)
 {
-    uint32_t h = hash_bytes(topic, strlen(topic), 2166136261u) ^ ((uint32_t)partition * 2654435761u);
-    kr_lane_t **slot = &g->buckets[h % LANE_BUCKETS];
+    kr_lane_t **slot = &g->buckets[kr_hash_partition(topic, partition) % LANE_BUCKETS];
     while (*slot && ((*slot)->partition != partition || strcmp((*slot)->topic, topic)))
         slot = &(*slot)->hnext;
     return slot;

@@ -17,11 +17,11 @@ static kr_vm_t *vm_for(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route)
 {
     uint32_t h;
     if (route->ordering == KR_ORDER_KEY && m->view.key)
-        h = hash_bytes(m->view.key, m->view.key_len, 2166136261u);
+        h = kr_hash_bytes(m->view.key, m->view.key_len, KR_HASH_SEED);
     else if (route->ordering == KR_ORDER_NONE)
         h = d->rr++;
     else
-        h = hash_bytes(m->view.topic, strlen(m->view.topic), (uint32_t)m->view.partition);
+        h = kr_hash_bytes(m->view.topic, strlen(m->view.topic), (uint32_t)m->view.partition);
     m->worker = (int)(h % (uint32_t)m->gen->worker_cnt);
     return m->gen->workers[m->worker]->vms[route->index];
 }
