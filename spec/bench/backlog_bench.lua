@@ -100,19 +100,6 @@ for round = 1, ROUNDS do
 end
 broker.stop()
 
-local median = bench.median
 print(("backlog drain on the mock broker: %d events in %d partitions, %d rounds, machine load %s")
   :format(N, PARTS, ROUNDS, env.read("/proc/loadavg"):match("^(%S+)")))
-print("| configuration | events/s | × naive | CPU-s/100k | × naive | peak RSS MiB |")
-print("|---|---|---|---|---|---|")
-for _, cfg in ipairs(CONFIGS) do
-  local rate, rr, cpu, cr, rss = {}, {}, {}, {}, {}
-  for round = 1, ROUNDS do
-    local r, n = results[cfg.id][round], results.n[round]
-    rate[#rate + 1], rr[#rr + 1] = r.rate, r.rate / n.rate
-    cpu[#cpu + 1], cr[#cr + 1] = r.cpu, r.cpu / n.cpu
-    rss[#rss + 1] = r.rss
-  end
-  print(("| (%s) %s | %.0f | %.2f | %.2f | %.2f | %.0f |"):format(cfg.id, cfg.name, median(rate),
-        median(rr), median(cpu), median(cr), median(rss)))
-end
+bench.print_drain_table(CONFIGS, results, ROUNDS, "n", "naive")

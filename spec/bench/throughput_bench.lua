@@ -200,21 +200,7 @@ end
 local load1 = env.read("/proc/loadavg"):match("^(%S+)")
 print(("throughput on %s: %d events, %d rounds, %d partitions, machine load %s (1 min avg), %d cores")
   :format(env.real and "Apache Kafka (1 node)" or "the mock broker", N, ROUNDS, PARTS, load1, tonumber(io.popen("nproc"):read("a")) or 0))
-print("| configuration | events/s | × ref | CPU-s/100k | × ref | peak RSS MiB |")
-print("|---|---|---|---|---|---|")
-for _, cfg in ipairs(CONFIGS) do
-  local rates, rate_ratio, cpus, cpu_ratio, rss = {}, {}, {}, {}, {}
-  for round = 1, ROUNDS do
-    local r, a = results[cfg.id][round], results.a[round]
-    rates[#rates + 1] = r.rate
-    rate_ratio[#rate_ratio + 1] = r.rate / a.rate
-    cpus[#cpus + 1] = r.cpu
-    cpu_ratio[#cpu_ratio + 1] = r.cpu / a.cpu
-    rss[#rss + 1] = r.rss
-  end
-  print(("| (%s) %s | %.0f | %.2f | %.2f | %.2f | %.1f |"):format(cfg.id, cfg.name,
-    median(rates), median(rate_ratio), median(cpus), median(cpu_ratio), median(rss)))
-end
+bench.print_drain_table(CONFIGS, results, ROUNDS, "a", "ref")
 print("(medians over the rounds; each ratio is to the reference of the same round)")
 do -- the issue-14 targets: the transform against the naive loop, same rounds
   local drain, cpu = {}, {}

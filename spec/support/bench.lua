@@ -1,6 +1,6 @@
 --- What the drain benches (spec/bench/throughput_bench.lua,
 -- backlog_bench.lua) share: starting the C reference or kroute on a route
--- folder, a process's CPU time and peak RSS, medians.
+-- folder, a process's CPU time and peak RSS, medians, the drain table.
 local env = require "support.env"
 local ts = env.ts
 
@@ -27,6 +27,27 @@ function bench.median(xs)
   return xs[(#xs + 1) // 2]
 end
 
+--- Prints the drain table: for each configuration the medians over the
+-- rounds of its rate, CPU per 100k events and peak RSS, with the rate and
+-- CPU as ratios to configuration `ref` of the same round (labelled `label`).
+-- results[id][round] = {rate =, cpu =, rss =}.
+function bench.print_drain_table(configs, results, rounds, ref, label)
+  print(("| configuration | events/s | × %s | CPU-s/100k | × %s | peak RSS MiB |"):format(label, label))
+  print("|---|---|---|---|---|---|")
+  for _, cfg in ipairs(configs) do
+    local rate, rate_ratio, cpu, cpu_ratio, rss = {}, {}, {}, {}, {}
+    for round = 1, rounds do
+      local r, a = results[cfg.id][round], results[ref][round]
+      rate[#rate + 1], rate_ratio[#rate_ratio + 1] = r.rate, r.rate / a.rate
+      cpu[#cpu + 1], cpu_ratio[#cpu_ratio + 1] = r.cpu, r.cpu / a.cpu
+      rss[#rss + 1] = r.rss
+    end
+    print(("| (%s) %s | %.0f | %.2f | %.2f | %.2f | %.1f |"):format(cfg.id, cfg.name,
+      bench.median(rate), bench.median(rate_ratio), bench.median(cpu), bench.median(cpu_ratio),
+      bench.median(rss)))
+  end
+end
+
 --- Starts passthrough.c (a script makes it the naive Lua loop) reading
 -- `input` into `output` as group `group`; returns pid and a stop function.
 function bench.start_reference(addr, log, group, input, output, script)
@@ -43,7 +64,7 @@ function bench.start_kroute(d, addr, group, args)
   for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
   local r = env.kroute(d, addr, {args = argv, log_level = "warn"})
   return r.pid, function()
-    assert(r:stop() == 0, r:logtext())
+    r:stop_clean()
     r:cleanup()
   end
 end
