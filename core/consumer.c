@@ -3,9 +3,12 @@
  * the work of revoked partitions while they are still assigned. */
 #include "consumer.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -356,6 +359,84 @@ int kr_consumer_seek(kr_consumer_t *c, const rd_kafka_topic_partition_list_t *to
     return rc;
 }
 
+/* rd_kafka_destroy of a closed consumer, waited for at most
+ * DESTROY_WAIT_MS. librdkafka 2.0.2 can wait forever there for a broker
+ * thread that still counts a reference to a partition of a topic that was
+ * deleted and created again while it was assigned (reproduced on Apache
+ * Kafka: cluster_spec). By then rd_kafka_consumer_close has returned and
+ * the offsets are committed, so rather than wedge a shutdown or a reload,
+ * the destroy is left to finish on its own thread. */
+#define DESTROY_WAIT_MS 5000
+
+typedef struct destroy_job {
+    rd_kafka_t *rk;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    int done;
+    int owners; /* the closing thread and the destroying one: the last frees */
+} destroy_job_t;
+
+static void destroy_job_release(destroy_job_t *j)
+{
+    pthread_mutex_lock(&j->mu);
+    int last = --j->owners == 0;
+    pthread_mutex_unlock(&j->mu);
+    if (!last)
+        return;
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->cond);
+    free(j);
+}
+
+static void *destroy_main(void *arg)
+{
+    destroy_job_t *j = arg;
+    rd_kafka_destroy(j->rk);
+    pthread_mutex_lock(&j->mu);
+    j->done = 1;
+    pthread_cond_signal(&j->cond);
+    pthread_mutex_unlock(&j->mu);
+    destroy_job_release(j);
+    return NULL;
+}
+
+static void destroy_bounded(rd_kafka_t *rk, const char *group)
+{
+    destroy_job_t *j = calloc(1, sizeof(*j));
+    if (!j)
+        abort();
+    j->rk = rk;
+    j->owners = 2;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_t tid;
+    if (pthread_create(&tid, NULL, destroy_main, j) != 0) {
+        j->owners = 1;
+        destroy_job_release(j);
+        rd_kafka_destroy(rk); /* no thread to spare: wait as before */
+        return;
+    }
+    pthread_detach(tid);
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += DESTROY_WAIT_MS / 1000;
+    pthread_mutex_lock(&j->mu);
+    int rc = 0;
+    while (!j->done && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&j->cond, &j->mu, &until);
+    int done = j->done;
+    pthread_mutex_unlock(&j->mu);
+    if (!done)
+        kr_warn("consumer", "group=%s: librdkafka did not finish closing the consumer within %d "
+                            "ms (its offsets are committed); going on without waiting for it",
+                group, DESTROY_WAIT_MS);
+    destroy_job_release(j);
+}
+
 void kr_consumer_close(kr_consumer_t *c)
 {
     if (!c)
@@ -367,7 +448,7 @@ void kr_consumer_close(kr_consumer_t *c)
     if (c->stores) /* advanced by a lost partition's revoke: not to be committed */
         rd_kafka_topic_partition_list_destroy(c->stores);
     free(c->store_slots);
-    rd_kafka_destroy(c->rk);
+    destroy_bounded(c->rk, c->group);
     rd_kafka_topic_partition_list_destroy(c->committed);
     free(c->group);
     free(c);
