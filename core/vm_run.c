@@ -177,23 +177,31 @@ static char *errobj_text(kr_vm_t *vm, lua_State *co)
     return kr_vmi_dup_or_null(buf);
 }
 
-/* Ends a run's coroutine: releases it and invalidates its message. The
- * reset runs pending __close handlers (handler code) under the cap and a
- * deadline: the run's own, or a fresh one when the run is abandoned. */
-static void run_release(kr_vm_t *vm, kr_run_t *run)
+/* Ends a run's coroutine: releases it and invalidates its message.
+ * `returned`: the handler returned, so its coroutine is as good as new
+ * (a return closes its upvalues and to-be-closed variables) and is kept
+ * as it is. Any other coroutine is reset: that runs pending __close
+ * handlers (handler code) under the cap and a deadline, the run's own or
+ * a fresh one when the run is abandoned. A reset also shrinks the stack
+ * to its minimum, which the next run would allocate again, so a returned
+ * one is not reset; the collector shrinks idle coroutines' stacks. */
+static void run_release(kr_vm_t *vm, kr_run_t *run, int returned)
 {
     lua_State *L = vm->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, run->msg_ref);
     kr_message_invalidate(L, -1);
     lua_pop(L, 1);
-    int own_deadline = !vm->deadline_ns;
-    if (own_deadline)
-        deadline_start(vm);
-    vm->enforce = 1;
-    int clean = lua_resetthread(run->co) == LUA_OK;
-    vm->enforce = 0;
-    if (own_deadline)
-        deadline_stop(vm, run->co);
+    int clean = returned && lua_status(run->co) == LUA_OK;
+    if (!clean) {
+        int own_deadline = !vm->deadline_ns;
+        if (own_deadline)
+            deadline_start(vm);
+        vm->enforce = 1;
+        clean = lua_resetthread(run->co) == LUA_OK;
+        vm->enforce = 0;
+        if (own_deadline)
+            deadline_stop(vm, run->co);
+    }
     lua_settop(run->co, 0);
     kr_run_set_current(run->co, NULL);
     /* a reset coroutine is as good as new: keep a few, so a run costs no
@@ -257,7 +265,7 @@ static int run_resume(kr_vm_t *vm, kr_run_t *run, int nargs)
             kr_record_free(&run->recs[i]);
         run->cnt = 0; /* a failed run produces nothing */
     }
-    run_release(vm, run); /* still under the run's deadline */
+    run_release(vm, run, status == LUA_OK); /* still under the run's deadline */
     deadline_stop(vm, co);
     check_memory(vm, status == LUA_ERRMEM);
     return rc;
@@ -316,7 +324,7 @@ int kr_vm_run(kr_vm_t *vm, kr_run_t *run)
         run->error = kr_vmi_dup_or_null("There is no matching message handler defined in the "
                                  "remote service.");
         run->trace = kr_vmi_dup_or_null("");
-        run_release(vm, run);
+        run_release(vm, run, 0);
         return KR_VM_FAILED;
     }
     lua_rawgeti(co, LUA_REGISTRYINDEX, run->msg_ref);
@@ -349,7 +357,7 @@ void kr_vm_abandon(kr_vm_t *vm, kr_run_t *run)
 {
     if (run->co) {
         vm->suspended--;
-        run_release(vm, run);
+        run_release(vm, run, 0);
     }
 }
 
