@@ -56,6 +56,17 @@ static void on_signal(int sig)
  * not complete, so the exit status is 1. A timer thread acts, since the
  * router thread is the one stuck. */
 #define DRAIN_TIMEOUT_MS 25000
+/* The drain itself gets the limit less what closing needs: committing
+ * what was delivered meanwhile and leaving the groups (a quarter of the
+ * limit, at most CLOSE_RESERVE_MS). A drain that gives up still commits
+ * the outputs it saw delivered; only the timer's _exit(1) skips that. */
+#define CLOSE_RESERVE_MS 5000
+
+static int drain_budget_ms(int limit_ms)
+{
+    int reserve = limit_ms / 4 < CLOSE_RESERVE_MS ? limit_ms / 4 : CLOSE_RESERVE_MS;
+    return limit_ms - reserve;
+}
 
 static int drain_limit_ms;
 /* messages consumed but not committable, as counted before and after the
@@ -802,13 +813,16 @@ int kr_router_run(const kr_router_opts_t *o)
     } else {
         kr_warn("router", "timer_create: %s: shutdown has no time limit", strerror(errno));
     }
-    /* the drain may take all the time: the timer fires first */
-    int undelivered = kr_dispatch_drain(rt->d, drain_limit_ms);
+    /* what the drain leaves undone is given up in time to commit what it
+     * finished (the consumers' close below) */
+    int budget = drain_budget_ms(drain_limit_ms);
+    int undelivered = kr_dispatch_drain(rt->d, budget);
     atomic_store(&drain_inflight, kr_dispatch_inflight(rt->d));
     if (undelivered)
         kr_error("router", "shutdown gave up with %d output(s) undelivered after %d ms: their "
-                           "inputs are not committed, so they will be redelivered",
-                 undelivered, drain_limit_ms);
+                           "inputs are not committed, so they will be redelivered; committing "
+                           "what was delivered",
+                 undelivered, budget);
     rc = fatal || undelivered ? 1 : 0;
 out:
     kr_admin_stop(rt->admin);

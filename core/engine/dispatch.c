@@ -159,7 +159,8 @@ int kr_dispatch_drain(kr_dispatch_t *d, int timeout_ms)
         if (d->p)
             kr_producer_poll(d->p, 1);
     }
-    return d->p ? kr_producer_flush(d->p, timeout_ms) : 0;
+    int64_t left = until - kr_clock_ms();
+    return d->p ? kr_producer_flush(d->p, left > 0 ? (int)left : 0) : 0;
 }
 
 int kr_dispatch_fatal(const kr_dispatch_t *d)

@@ -76,6 +76,61 @@ end
     r:cleanup()
   end)
 
+  env.it_mock("commits what was delivered during a drain that gives up on a stuck output", function()
+    -- sdd.stuck has no leader, so the output of "stuck" is never delivered;
+    -- the broker answers 2 s late, so the outputs of "a" and "b" are
+    -- delivered during the drain, after SIGTERM
+    local b2 = env.broker({"sdd.in:1", "sdd.ok:1", "sdd.stuck:1"}, {in_process = true})
+    local mc = b2.mock
+    local d2 = env.tmpdir()
+    finally(function() b2.stop(); os.execute("rm -rf '" .. d2 .. "'") end)
+    env.write(d2 .. "/r.yaml", env.fast_kafka .. [[
+routes:
+  - name: split
+    match: sdd.in
+    handler: split.lua
+]])
+    env.write(d2 .. "/split.lua", [[
+local kroute = require "kroute"
+return function(msg)
+  kroute.log.info("handled " .. msg.value)
+  return kroute.record{topic = msg.value == "stuck" and "sdd.stuck" or "sdd.ok", value = msg.value}
+end
+]])
+    assert(mc:set_leader("sdd.stuck", 0, -1))
+    local r = env.kroute(d2, b2.addr, {args = {"--drain-timeout", "8s", "--group", "sdd"}})
+    assert.is_truthy(r:wait_assigned(30000), r:logtext())
+    assert(mc:rtt(1, 2000))
+    ts.produce(b2.addr, "sdd.in", {{value = "a"}, {value = "b"}, {value = "stuck"}, {value = "c"}})
+    assert.is_truthy(r:wait_log("handled c", 30000), r:logtext())
+    ts.kill(r.pid, "TERM")
+    ts.sleep(3000) -- the outputs of a, b and c are delivered by now
+    assert(mc:rtt(1, 0))
+    local code = r:wait_exit(30000)
+    local log = r:logtext()
+    r:cleanup()
+    assert.equal(1, code, log)
+    assert.matches("shutdown gave up with 1 output%(s%) undelivered", log)
+    -- "a" and "b" were committed: the next instance starts at "stuck"
+    assert(mc:set_leader("sdd.stuck", 0, 1))
+    env.write(d2 .. "/split.lua", [[
+local kroute = require "kroute"
+return function(msg) return kroute.record{topic = "sdd.ok", value = msg.value .. "|again"} end
+]])
+    local r2 = env.kroute(d2, b2.addr, {args = {"--group", "sdd"}})
+    local again = {}
+    assert.is_truthy(env.wait_for(function()
+      again = {}
+      for _, rec in ipairs(env.consume(b2.addr, "sdd.ok", 0, 1000)) do
+        if rec.value:match("|again$") then again[#again + 1] = rec.value end
+      end
+      return #again >= 2
+    end, 30000), r2:logtext())
+    r2:stop_clean()
+    r2:cleanup()
+    assert.same({"stuck|again", "c|again"}, again)
+  end)
+
   it("refuses a --drain-timeout that is not a positive duration", function()
     for _, bad in ipairs{"0", "soon", "-1s", "2 weeks"} do
       local code, out = env.run_cmd({"run", "--drain-timeout", bad, dir}, 20000)
