@@ -324,19 +324,31 @@ static int encode_value(enc_t *e, int idx, int depth)
     }
 }
 
-int kr_json_encode(lua_State *L, int idx, char *errstr, size_t errsize)
+int kr_json_encode_to(lua_State *L, int idx, kr_json_sink_fn *sink, void *ctx, char *errstr,
+                      size_t errsize)
 {
     enc_t e = {.L = L, .errstr = errstr, .errsize = errsize};
     idx = lua_absindex(L, idx);
-    luaL_checkstack(L, 2, "json");
+    luaL_checkstack(L, 3, "json");
     lbuf_open(&e.out, L);
     if (encode_value(&e, idx, 0) < 0) {
         lua_settop(L, e.out.slot - 1);
         return -1;
     }
-    lua_pushlstring(L, e.out.data, e.out.len);
-    lua_replace(L, e.out.slot); /* the buffer is garbage from here */
+    sink(L, ctx, e.out.data, e.out.len);
+    lua_remove(L, e.out.slot); /* the buffer is garbage from here */
     return 0;
+}
+
+static void push_text(lua_State *L, void *ctx, const char *text, size_t len)
+{
+    (void)ctx;
+    lua_pushlstring(L, text, len);
+}
+
+int kr_json_encode(lua_State *L, int idx, char *errstr, size_t errsize)
+{
+    return kr_json_encode_to(L, idx, push_text, NULL, errstr, errsize);
 }
 
 /* ---------- decoding ---------- */

@@ -19,6 +19,15 @@
  * in memory owned by L, so under a VM's cap a text that does not fit
  * raises Lua's memory error (and leaves nothing behind). [-0, +(0|1), m] */
 int kr_json_encode(lua_State *L, int idx, char *errstr, size_t errsize);
+/* Receives the text kr_json_encode_to made: valid only during the call,
+ * which may raise (it runs in the encoding function's Lua call) and may
+ * push values, which stay on the stack. */
+typedef void kr_json_sink_fn(lua_State *L, void *ctx, const char *text, size_t len);
+/* As kr_json_encode, but hands the text to `sink` instead of pushing it
+ * as a Lua string: a record copies it into its own buffer, so no string is
+ * made for the collector to free. [-0, +(what sink pushes), m] */
+int kr_json_encode_to(lua_State *L, int idx, kr_json_sink_fn *sink, void *ctx, char *errstr,
+                      size_t errsize);
 /* Pushes the decoded value of `s` and returns 0; on bad JSON pushes nothing
  * and returns -1 with errstr "... at byte N". Its scratch memory is owned
  * by L as well: a memory error while decoding leaks nothing. [-0, +(0|1), m] */

@@ -168,20 +168,6 @@ kr_record_t *kr_run_commit_request(lua_State *L)
     return req;
 }
 
-/* [-0, +1, e] the bytes of a value on the wire: a string as it is, any
- * other value as its JSON text */
-static const char *push_bytes(lua_State *L, int idx, size_t *len, const char *what)
-{
-    if (lua_type(L, idx) == LUA_TSTRING) {
-        lua_pushvalue(L, idx);
-    } else {
-        char err[256];
-        if (kr_json_encode(L, idx, err, sizeof(err)) < 0)
-            luaL_error(L, "%s: %s", what, err);
-    }
-    return lua_tolstring(L, -1, len);
-}
-
 static void copy_bytes(lua_State *L, kr_record_t *rec, kr_buf_t *dst, const char *s, size_t len)
 {
     charge(L, rec, len);
@@ -190,8 +176,49 @@ static void copy_bytes(lua_State *L, kr_record_t *rec, kr_buf_t *dst, const char
         kr_buf_add(dst, s, len);
 }
 
+/* Where a record's bytes go: its key or value buffer, or (the value) the
+ * consumed message's own bytes when they are the same. */
+typedef struct bytes_dst {
+    kr_record_t *rec;
+    kr_buf_t *buf;
+    const kr_msg_t *in; /* set for the value: the run's input */
+} bytes_dst_t;
+
+static void put_bytes(lua_State *L, void *ctx, const char *s, size_t len)
+{
+    bytes_dst_t *d = ctx;
+    /* the input's value handed back unchanged (a pass-through): point at
+     * the consumed message's bytes, which outlive every record of its run,
+     * instead of copying them */
+    if (d->in && d->in->value &&
+        (s == d->in->value || (len && len == d->in->value_len && !memcmp(s, d->in->value, len)))) {
+        kr_buf_t *v = &d->rec->value;
+        v->data = (char *)d->in->value; /* read only: never written or freed */
+        v->len = v->cap = d->in->value_len;
+        d->rec->value_borrowed = 1;
+    } else {
+        copy_bytes(L, d->rec, d->buf, s, len);
+    }
+}
+
+/* The bytes of the value at idx on the wire, into d: a string as it is,
+ * any other value as its JSON text (encoded straight into the record,
+ * without a Lua string in between). [-0, +0, e] */
+static void set_bytes(lua_State *L, int idx, bytes_dst_t *d, const char *what)
+{
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        put_bytes(L, d, s, len);
+        return;
+    }
+    char err[256];
+    if (kr_json_encode_to(L, idx, put_bytes, d, err, sizeof(err)) < 0)
+        luaL_error(L, "%s: %s", what, err);
+}
+
 /* value: nil or kroute.null -> null; a kroute.message -> its value (so
- * `return msg` forwards a tombstone as a tombstone); else push_bytes. */
+ * `return msg` forwards a tombstone as a tombstone); else set_bytes. */
 static void set_value(lua_State *L, int idx, kr_record_t *rec)
 {
     if (lua_isnoneornil(L, idx) || kr_json_is_null(L, idx)) {
@@ -199,33 +226,15 @@ static void set_value(lua_State *L, int idx, kr_record_t *rec)
         return;
     }
     const kr_run_t *run = kr_run_current(L);
-    const kr_msg_t *in = run ? run->msg : NULL;
+    bytes_dst_t d = {rec, &rec->value, run ? run->msg : NULL};
     const kr_msg_t *m = kr_message_test(L, idx);
-    const char *s;
-    size_t len;
-    if (m) {
-        if (!m->value) {
-            rec->value_null = 1;
-            return;
-        }
-        s = m->value;
-        len = m->value_len;
-        lua_pushnil(L); /* keeps the stack balanced with push_bytes */
+    if (!m) {
+        set_bytes(L, idx, &d, "value");
+    } else if (!m->value) {
+        rec->value_null = 1;
     } else {
-        s = push_bytes(L, idx, &len, "value");
+        put_bytes(L, &d, m->value, m->value_len); /* the input itself is borrowed */
     }
-    /* the input's value handed back unchanged (a pass-through): point at
-     * the consumed message's bytes, which outlive every record of its run,
-     * instead of copying them */
-    if (in && in->value && (m == in || (len && len == in->value_len &&
-                                        !memcmp(s, in->value, len)))) {
-        rec->value.data = (char *)in->value; /* read only: never written or freed */
-        rec->value.len = rec->value.cap = in->value_len;
-        rec->value_borrowed = 1;
-    } else {
-        copy_bytes(L, rec, &rec->value, s, len);
-    }
-    lua_pop(L, 1);
 }
 
 static void set_key(lua_State *L, int idx, kr_record_t *rec)
@@ -236,11 +245,9 @@ static void set_key(lua_State *L, int idx, kr_record_t *rec)
     } else if (t == LUA_TBOOLEAN && !lua_toboolean(L, idx)) {
         rec->key_mode = KR_KEY_NONE; /* key = false: explicitly no key */
     } else {
-        size_t len;
-        const char *s = push_bytes(L, idx, &len, "key");
+        bytes_dst_t d = {rec, &rec->key, NULL};
+        set_bytes(L, idx, &d, "key");
         rec->key_mode = KR_KEY_SET;
-        copy_bytes(L, rec, &rec->key, s, len);
-        lua_pop(L, 1);
     }
 }
 
@@ -430,11 +437,9 @@ static void set_nest_value(lua_State *L, int idx, kr_record_t *rec, kr_buf_t *ds
         set_value(L, idx, rec);
     } else if (!lua_isnil(L, idx) && !kr_json_is_null(L, idx)) {
         /* an envelope's key: only a null one is no key (false is "false") */
-        size_t len;
-        const char *s = push_bytes(L, idx, &len, "key");
+        bytes_dst_t d = {rec, &rec->key, NULL};
+        set_bytes(L, idx, &d, "key");
         rec->key_mode = KR_KEY_SET;
-        copy_bytes(L, rec, &rec->key, s, len);
-        lua_pop(L, 1);
     }
     if (pushed)
         lua_pop(L, 1);
