@@ -97,10 +97,29 @@ static void lbuf_addc(lbuf_t *b, char c)
 
 /* ---------- text of numbers and strings, for any buffer ---------- */
 
+/* A Lua integer in decimal, as "%lld" writes it, without printf's format
+ * parsing: integers are most of the numbers an encoder sees. */
+static size_t integer_text(lua_Integer v, char out[KR_JSNUM_MAX])
+{
+    char rev[24];
+    size_t n = 0, len = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        rev[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        out[len++] = '-';
+    while (n)
+        out[len++] = rev[--n];
+    out[len] = '\0';
+    return len;
+}
+
 size_t kr_json_number_text(lua_State *L, int idx, char out[KR_JSNUM_MAX])
 {
     if (lua_isinteger(L, idx))
-        return (size_t)snprintf(out, KR_JSNUM_MAX, "%lld", (long long)lua_tointeger(L, idx));
+        return integer_text(lua_tointeger(L, idx), out);
     return kr_jsnum_text(lua_tonumber(L, idx), out);
 }
 
@@ -185,6 +204,26 @@ typedef struct enc {
     char *errstr;
     size_t errsize;
 } enc_t;
+
+/* A string as a JSON literal. Most need no escape and are all ASCII:
+ * those are copied in one piece; the rest go through string_text. */
+static void add_string(enc_t *e, const char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len && (unsigned char)s[i] >= 0x20 && (unsigned char)s[i] < 0x80 && s[i] != '"' &&
+           s[i] != '\\')
+        i++;
+    if (i < len) {
+        string_text(put_lbuf, &e->out, s, len);
+        return;
+    }
+    lbuf_reserve(&e->out, len + 2);
+    char *p = e->out.data + e->out.len;
+    p[0] = '"';
+    memcpy(p + 1, s, len);
+    p[len + 1] = '"';
+    e->out.len += len + 2;
+}
 
 static void add_str(enc_t *e, const char *s)
 {
@@ -272,7 +311,7 @@ static int encode_table(enc_t *e, int idx, int depth)
         if (kt == LUA_TSTRING) {
             size_t klen;
             const char *k = lua_tolstring(L, -2, &klen);
-            string_text(put_lbuf, &e->out, k, klen);
+            add_string(e, k, klen);
         } else if (kt == LUA_TNUMBER) {
             lbuf_addc(&e->out, '"');
             add_number(e, lua_gettop(L) - 1);
@@ -306,7 +345,7 @@ static int encode_value(enc_t *e, int idx, int depth)
     case LUA_TSTRING: {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
-        string_text(put_lbuf, &e->out, s, len);
+        add_string(e, s, len);
         return 0;
     }
     case LUA_TTABLE: return encode_table(e, idx, depth);
