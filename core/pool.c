@@ -34,6 +34,7 @@ struct kr_pool {
     int n;
     thread_t *zombies;
     kr_job_t *done_head, *done_tail;
+    int wake_owed;           /* jobs were posted to an empty list: write wake_fd */
     int wake_fd;
     int stopping;
     pthread_t watchdog;
@@ -42,21 +43,35 @@ struct kr_pool {
 
 static void *thread_main(void *arg);
 
-/* Appends one job to the finished list and wakes the router if the list
- * was empty. Under p->mu. */
+/* A run at least this long wakes the router as soon as it ends, even with
+ * more of its batch queued behind it. */
+#define WAKE_AFTER_S 0.0005
+
+/* Wakes the router for the jobs posted since it last took them. Under
+ * p->mu. */
+static void wake_router(kr_pool_t *p)
+{
+    if (!p->wake_owed)
+        return;
+    p->wake_owed = 0;
+    ssize_t w = write(p->wake_fd, "j", 1);
+    (void)w;
+}
+
+/* Appends one job to the finished list. A job that lands on an empty list
+ * owes the router a wake-up; a worker pays it once its queue is empty or
+ * a job ran long (see thread_main), so a batch of quick runs wakes the
+ * router once, not once per run. Under p->mu. */
 static void post_done(kr_pool_t *p, kr_job_t *job)
 {
     job->next = NULL;
-    int was_empty = !p->done_head;
+    if (!p->done_head)
+        p->wake_owed = 1;
     if (p->done_tail)
         p->done_tail->next = job;
     else
         p->done_head = job;
     p->done_tail = job;
-    if (was_empty) {
-        ssize_t w = write(p->wake_fd, "j", 1);
-        (void)w;
-    }
 }
 
 /* Hands back `job` and, when the rest of its batch is still at the head
@@ -107,6 +122,7 @@ static void zombie_exit(kr_pool_t *p, thread_t *t, kr_run_t *run, void *ctx)
     rel->rc = KR_JOB_RELEASED;
     rel->ctx = ctx;
     post_done(p, rel);
+    wake_router(p);
     for (thread_t **z = &p->zombies; *z; z = &(*z)->znext)
         if (*z == t) {
             *z = t->znext;
@@ -175,6 +191,7 @@ static void *thread_main(void *arg)
              * still runs in: handed back, to be run again in the new one */
             job->rc = KR_JOB_SKIPPED;
             post_with_rest(p, t, job, 1);
+            wake_router(p);
             continue;
         }
         int64_t start = kr_clock_ms();
@@ -201,6 +218,10 @@ static void *thread_main(void *arg)
         job->rc = rc;
         job->seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
         post_with_rest(p, t, job, rc != KR_VM_OK);
+        /* the router hears of finished runs when this thread runs out of
+         * work, or at once after a long run (its outputs wait otherwise) */
+        if (!t->head || job->seconds >= WAKE_AFTER_S)
+            wake_router(p);
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
@@ -223,6 +244,7 @@ static void abandon(kr_pool_t *p, int i)
     job->rc = KR_JOB_WEDGED;
     job->seconds = (double)(kr_clock_ms() - t->started_ms) / 1000.0;
     post_with_rest(p, t, job, 1); /* the rest of its batch: not ahead of it */
+    wake_router(p);
     fresh->calls = t->calls;
     fresh->calls_tail = t->calls_tail;
     fresh->head = t->head;

@@ -3,7 +3,10 @@
  * Lua state is only ever entered by its own thread. The router thread
  * queues jobs (a run, the resumption of a run after kroute.request, or a
  * call such as a reload's state export) and collects finished ones; it is
- * woken through its pipe when finished jobs are waiting.
+ * woken through its pipe when finished jobs are waiting, once a thread
+ * has run out of queued work or has finished a run of 0.5 ms or more (not
+ * for every quick run: with one worker, a wake-up per run cost as much
+ * CPU as the handlers).
  * A watchdog abandons a thread whose job outlives its VM's deadline by
  * more than a margin (a long C call no hook can interrupt): the job comes
  * back KR_JOB_WEDGED, a fresh thread takes over the queue, and the old one
