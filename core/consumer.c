@@ -437,11 +437,57 @@ static void destroy_bounded(rd_kafka_t *rk, const char *group)
     destroy_job_release(j);
 }
 
+/* Leaves the group before rd_kafka_consumer_close. librdkafka 2.0.2 can
+ * wait forever in the rd_kafka_assign() that the revoke callback makes
+ * when the close itself raises it while a rebalance is under way: the
+ * group is terminating and nothing answers the assign (librdkafka issues
+ * 4527 and 4884; seen here as a shutdown stuck until --drain-timeout when
+ * two members of a group stop together, gdb: rebalance_cb -> rd_kafka_assign
+ * inside rd_kafka_consumer_close). So the group is left by unsubscribing,
+ * and the consumer queue is served - the revoke callback runs from this
+ * poll like any other - until nothing is assigned, for at most
+ * LEAVE_WAIT_MS; the close then has nothing to revoke. What the poll
+ * returns is not handled: its offsets are not stored, so it is redelivered
+ * to the partitions' next owner. */
+#define LEAVE_WAIT_MS 5000
+
+static int has_assignment(kr_consumer_t *c)
+{
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    int has = rd_kafka_assignment(c->rk, &parts) == RD_KAFKA_RESP_ERR_NO_ERROR && parts &&
+              parts->cnt > 0;
+    if (parts)
+        rd_kafka_topic_partition_list_destroy(parts);
+    return has;
+}
+
+static void leave_group(kr_consumer_t *c)
+{
+    rd_kafka_resp_err_t err = rd_kafka_unsubscribe(c->rk);
+    if (err) {
+        kr_warn("consumer", "group=%s unsubscribe: %s", c->group, rd_kafka_err2str(err));
+        return;
+    }
+    int64_t until = kr_clock_ms() + LEAVE_WAIT_MS;
+    rd_kafka_message_t *rkms[64];
+    while (has_assignment(c)) {
+        if (kr_clock_ms() >= until) {
+            kr_warn("consumer", "group=%s: still assigned %d ms after leaving the group; "
+                                "closing anyway", c->group, LEAVE_WAIT_MS);
+            return;
+        }
+        ssize_t n = rd_kafka_consume_batch_queue(c->q, 100, rkms, 64);
+        for (ssize_t i = 0; i < n; i++)
+            rd_kafka_message_destroy(rkms[i]);
+    }
+}
+
 void kr_consumer_close(kr_consumer_t *c)
 {
     if (!c)
         return;
     kr_consumer_commit(c);
+    leave_group(c);
     rd_kafka_queue_io_event_enable(c->q, -1, NULL, 0);
     rd_kafka_queue_destroy(c->q);
     rd_kafka_consumer_close(c->rk);
