@@ -476,7 +476,7 @@ static void leave_group(kr_consumer_t *c)
                                 "closing anyway", c->group, LEAVE_WAIT_MS);
             return;
         }
-        ssize_t n = rd_kafka_consume_batch_queue(c->q, 100, rkms, 64);
+        ssize_t n = kr_consumer_poll(c, 100, rkms, sizeof(rkms) / sizeof(rkms[0]));
         for (ssize_t i = 0; i < n; i++)
             rd_kafka_message_destroy(rkms[i]);
     }

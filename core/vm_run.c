@@ -191,7 +191,7 @@ static void run_release(kr_vm_t *vm, kr_run_t *run, int returned)
     lua_rawgeti(L, LUA_REGISTRYINDEX, run->msg_ref);
     kr_message_invalidate(L, -1);
     lua_pop(L, 1);
-    int clean = returned && lua_status(run->co) == LUA_OK;
+    int clean = returned;
     if (!clean) {
         int own_deadline = !vm->deadline_ns;
         if (own_deadline)
