@@ -44,14 +44,73 @@ void kr_run_clear(kr_run_t *run)
 {
     for (size_t i = 0; i < run->cnt; i++)
         kr_record_free(&run->recs[i]);
+    for (int i = 0; i < run->kept_cnt; i++)
+        kr_buf_free(&run->kept[i]);
     free(run->recs);
     free(run->error);
     free(run->trace);
     run->recs = NULL;
     run->cnt = run->cap = 0;
+    run->kept_cnt = 0;
     run->out_bytes = 0;
     run->error = run->trace = NULL;
     run->no_handler = 0;
+}
+
+/* Keeps buf's memory in run->kept when there is room and it is small;
+ * frees it otherwise. Leaves buf empty either way. */
+static void keep_buf(kr_run_t *run, kr_buf_t *buf)
+{
+    if (buf->data && buf->cap <= KR_RUN_KEPT_BUF_MAX && run->kept_cnt < KR_RUN_KEPT_BUFS) {
+        buf->len = 0;
+        run->kept[run->kept_cnt++] = *buf;
+        memset(buf, 0, sizeof(*buf));
+    } else {
+        kr_buf_free(buf);
+    }
+}
+
+size_t kr_run_kept_bytes(const kr_run_t *run)
+{
+    size_t n = run->cap * sizeof(*run->recs);
+    for (int i = 0; i < run->kept_cnt; i++)
+        n += run->kept[i].cap;
+    return n;
+}
+
+void kr_run_recycle(kr_run_t *run, int keep)
+{
+    if (!keep) {
+        kr_run_clear(run);
+        memset(run, 0, sizeof(*run));
+        return;
+    }
+    for (size_t i = 0; i < run->cnt; i++) {
+        kr_record_t *rec = &run->recs[i];
+        keep_buf(run, &rec->key);
+        if (rec->value_borrowed)
+            memset(&rec->value, 0, sizeof(rec->value));
+        else
+            keep_buf(run, &rec->value);
+        kr_record_free(rec); /* what is left: topic, headers */
+    }
+    kr_record_t *recs = run->recs;
+    size_t cap = run->cap;
+    if (cap > KR_RUN_KEPT_RECS) {
+        free(recs);
+        recs = NULL;
+        cap = 0;
+    }
+    kr_buf_t kept[KR_RUN_KEPT_BUFS];
+    int kept_cnt = run->kept_cnt;
+    memcpy(kept, run->kept, sizeof(kept));
+    free(run->error);
+    free(run->trace);
+    memset(run, 0, sizeof(*run));
+    run->recs = recs;
+    run->cap = cap;
+    memcpy(run->kept, kept, sizeof(kept));
+    run->kept_cnt = kept_cnt;
 }
 
 kr_run_t *kr_run_current(lua_State *L)
@@ -171,6 +230,11 @@ kr_record_t *kr_run_commit_request(lua_State *L)
 static void copy_bytes(lua_State *L, kr_record_t *rec, kr_buf_t *dst, const char *s, size_t len)
 {
     charge(L, rec, len);
+    if (!dst->data && len) { /* a buffer an earlier run of this one left */
+        kr_run_t *run = kr_run_current(L);
+        if (run && run->kept_cnt)
+            *dst = run->kept[--run->kept_cnt];
+    }
     dst->len = 0;
     if (len)
         kr_buf_add(dst, s, len);

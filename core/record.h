@@ -19,6 +19,13 @@
 
 typedef enum { KR_KEY_INHERIT, KR_KEY_NONE, KR_KEY_SET } kr_key_mode_t;
 
+/* What a recycled run keeps for the next one: a key and a value buffer for
+ * a few records, each small enough that a run parked on a free list holds
+ * little (kr_run_recycle). */
+#define KR_RUN_KEPT_BUFS 4
+#define KR_RUN_KEPT_BUF_MAX 2048
+#define KR_RUN_KEPT_RECS 8
+
 typedef struct kr_record {
     char *topic;                 /* NULL: the route's `to` */
     int32_t partition;           /* RD_KAFKA_PARTITION_UA: follow the key */
@@ -68,11 +75,24 @@ typedef struct kr_run {
     int64_t request_timeout_ms;
     size_t mem_limit;   /* the route's cap: Lua heap + out_bytes (0: none) */
     size_t out_bytes;   /* C memory held by recs */
+    /* Empty byte buffers an earlier run's records left (kr_run_recycle):
+     * a record being built takes one before it allocates. */
+    kr_buf_t kept[KR_RUN_KEPT_BUFS];
+    int kept_cnt;
 } kr_run_t;
 
-/* Frees outputs and outcome; keeps msg and vm. The run must not be
- * suspended (see kr_vm_abandon). */
+/* Frees outputs and outcome, and every buffer the run keeps; keeps msg
+ * and vm. The run must not be suspended (see kr_vm_abandon). */
 void kr_run_clear(kr_run_t *run);
+/* Empties a finished run for the next message, as if it were new
+ * (zeroed), except that with `keep` it holds on to its record array (up to
+ * KR_RUN_KEPT_RECS) and up to KR_RUN_KEPT_BUFS of its records' byte
+ * buffers (each at most KR_RUN_KEPT_BUF_MAX bytes): the steady state then
+ * allocates nothing per record. Without `keep` it is kr_run_clear and
+ * zeroed, also after an earlier recycle that kept. */
+void kr_run_recycle(kr_run_t *run, int keep);
+/* Bytes of record memory a recycled run keeps (its array and buffers). */
+size_t kr_run_kept_bytes(const kr_run_t *run);
 
 /* Building a record: kr_record_begin pushes a to-be-closed box holding an
  * empty record and returns it; fill it (kr_record_from_lua/_from_emit),

@@ -27,6 +27,13 @@ static void bind_stats(kr_dispatch_t *d, kr_gen_t *gen)
 
 #define SPARES_MAX 32768
 
+/* A run parked on the free list is emptied for the next message; it is
+ * freed with whatever record memory it kept (the list's drop). */
+static void drop_run(void *run)
+{
+    kr_run_clear(run);
+}
+
 kr_dispatch_t *kr_dispatch_new(kr_gen_t *gen, size_t budget)
 {
     kr_dispatch_t *d = xcalloc(1, sizeof(*d));
@@ -35,7 +42,7 @@ kr_dispatch_t *kr_dispatch_new(kr_gen_t *gen, size_t budget)
     /* as many as a busy moment has in flight; beyond, malloc and free */
     d->spare_msgs = KR_SPARES(kr_inmsg_t, SPARES_MAX);
     d->spare_outs = KR_SPARES(kr_out_t, SPARES_MAX);
-    d->spare_runs = KR_SPARES(kr_run_t, SPARES_MAX);
+    d->spare_runs = KR_SPARES_KEEPING(kr_run_t, SPARES_MAX, drop_run);
     bind_stats(d, gen);
     return d;
 }

@@ -166,9 +166,28 @@ void kr_inmsg_settle(kr_dispatch_t *d, kr_inmsg_t *m)
     kr_lane_advance(d, m->lane);
 }
 
+/* Record memory (record arrays and byte buffers) the runs parked on the
+ * free list may keep for the next ones, all together: a steady stream
+ * reuses it; a burst of runs beyond it parks without any. */
+#define RUNS_KEPT_MAX ((size_t)4 << 20)
+
+void kr_inmsg_new_run(kr_dispatch_t *d, kr_inmsg_t *m)
+{
+    m->run = kr_spares_take(&d->spare_runs);
+    d->runs_kept_bytes -= kr_run_kept_bytes(m->run);
+    m->run->msg = &m->view;
+}
+
 void kr_inmsg_free_run(kr_dispatch_t *d, kr_inmsg_t *m)
 {
-    kr_run_clear(m->run);
-    kr_spares_give(&d->spare_runs, m->run);
+    kr_run_t *run = m->run;
+    kr_run_recycle(run, 1);
+    size_t kept = kr_run_kept_bytes(run);
+    if (d->spare_runs.cnt >= d->spare_runs.max || d->runs_kept_bytes + kept > RUNS_KEPT_MAX) {
+        kr_run_recycle(run, 0);
+        kept = 0;
+    }
+    d->runs_kept_bytes += kept;
+    kr_spares_give(&d->spare_runs, run);
     m->run = NULL;
 }

@@ -141,6 +141,7 @@ struct kr_dispatch {
     size_t parked_cnt, parked_cap;
     /* what every message makes and ends, kept for the next ones */
     kr_spares_t spare_msgs, spare_outs, spare_runs;
+    size_t runs_kept_bytes; /* record memory the parked runs keep (RUNS_KEPT_MAX) */
     kr_lane_t **pump_lanes; /* kr_dispatch_poll_jobs' list, kept */
     size_t pump_cap;
 };
@@ -193,6 +194,8 @@ void kr_inmsg_free(kr_dispatch_t *d, kr_inmsg_t *m);
 int kr_inmsg_release(kr_dispatch_t *d, kr_inmsg_t *m);
 void kr_inmsg_set_retry(kr_dispatch_t *d, kr_inmsg_t *m, int64_t at);
 void kr_inmsg_settle(kr_dispatch_t *d, kr_inmsg_t *m);
+/* Gives m a fresh run (from the free list) for its next route. */
+void kr_inmsg_new_run(kr_dispatch_t *d, kr_inmsg_t *m);
 void kr_inmsg_free_run(kr_dispatch_t *d, kr_inmsg_t *m);
 /* Whether m is a NestJS request route answers: always 0 unless the route
  * has reply: nest; m's headers are read for it the first time one asks. */

@@ -183,8 +183,7 @@ int kr_runs_next(kr_dispatch_t *d, kr_inmsg_t *m)
             kr_out_give_up(d, m, route, reason, "", 0);
             continue;
         }
-        m->run = kr_spares_take(&d->spare_runs);
-        m->run->msg = &m->view;
+        kr_inmsg_new_run(d, m);
         const kr_outcome_route_t oroute = {route->reply_nest, route->to};
         m->run->nest_reply = kr_outcome_answers(&oroute, kr_inmsg_is_request(m, route));
         m->vm = vm_for(d, m, route);

@@ -15,7 +15,10 @@ void *kr_spares_take(kr_spares_t *s)
     }
     memcpy(&s->head, p, sizeof(void *));
     s->cnt--;
-    memset(p, 0, s->size);
+    if (s->drop)
+        memset(p, 0, sizeof(void *)); /* the link */
+    else
+        memset(p, 0, s->size);
     return p;
 }
 
@@ -24,6 +27,8 @@ void kr_spares_give(kr_spares_t *s, void *p)
     if (!p)
         return;
     if (s->cnt >= s->max) {
+        if (s->drop)
+            s->drop(p);
         free(p);
         return;
     }
@@ -37,6 +42,10 @@ void kr_spares_free(kr_spares_t *s)
     while (s->head) {
         void *p = s->head;
         memcpy(&s->head, p, sizeof(void *));
+        if (s->drop) {
+            memset(p, 0, sizeof(void *));
+            s->drop(p);
+        }
         free(p);
     }
     s->cnt = 0;

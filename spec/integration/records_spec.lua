@@ -1,10 +1,12 @@
 -- End to end through the kroute binary and a `kroute broker` child: what a
 -- handler forwards as it is (tombstones, null header values, also in DLQ
--- copies), and JSON decoding that runs out of a route's memory. Run with
+-- copies), records of every size through runs that reuse their buffers,
+-- and JSON decoding that runs out of a route's memory. Run with
 -- KROUTE_BIN=.build/kroute-asan, LeakSanitizer checks at stop that the
 -- failed decodes left nothing behind.
 local env = require "support.env"
 local ts = env.ts
+local json = require("kroute.native").json
 
 -- found, value of header `name` (value nil: a null header value)
 local function header(rec, name)
@@ -24,7 +26,8 @@ describe("records end to end", function()
   local broker, router, dir
 
   setup(function()
-    broker = env.broker{"fwd.in:1", "fwd.out:1", "fwd.copy:1", "poison.in:1", "decode.in:1"}
+    broker = env.broker{"fwd.in:1", "fwd.out:1", "fwd.copy:1", "poison.in:1", "decode.in:1",
+                        "sizes.in:1", "sizes.out:1"}
     dir = env.tmpdir()
     env.write(dir .. "/routes.yaml", env.fast_kafka .. [[
 routes:
@@ -43,6 +46,27 @@ routes:
     to: decode.out
     memory: 1MiB
     max_input: 900KiB
+  - name: sizes
+    match: sizes.in
+    handler: sizes.lua
+    to: sizes.out
+]])
+    -- input n: itself when n % 4 == 0, else n % 4 records, keys and values from empty to past the 2 KiB a
+    -- recycled run keeps, so every buffer is reused at another size
+    env.write(dir .. "/sizes.lua", [[
+local kroute = require "kroute"
+return function(msg)
+  local n = tonumber(msg.value)
+  if n % 4 == 0 then return msg.value end -- produced from the input's own bytes
+  local out = {}
+  for i = 1, n % 4 do
+    local klen, vlen = (n * 7 + i) % 40, (n * 131 + i * 977) % 5000
+    local key = klen > 0 and (n .. ":" .. i .. ":" .. ("k"):rep(klen)) or false
+    local pad = string.char(97 + (n + i) % 26):rep(vlen)
+    out[i] = kroute.record{key = key, value = i % 2 == 1 and {n = n, i = i, pad = pad} or pad}
+  end
+  return table.unpack(out, 1, n % 4)
+end
 ]])
     env.write(dir .. "/forward.lua", [[
 local kroute = require "kroute"
@@ -96,6 +120,32 @@ end
     assert.equal("", out.empty.value)
     assert.equal("after", out.last.value)
     assert.is_nil(out.filtered) -- `return msg.value` of a tombstone filters it out
+  end)
+
+  it("writes every record's own bytes through runs that reuse buffers of other sizes", function()
+    local batch, want = {}, {}
+    for n = 1, 400 do
+      batch[n] = {key = "in" .. n, value = tostring(n)}
+      if n % 4 == 0 then want[#want + 1] = {key = "in" .. n, value = tostring(n)} end
+      for i = 1, n % 4 do
+        local klen, vlen = (n * 7 + i) % 40, (n * 131 + i * 977) % 5000
+        local pad = string.char(97 + (n + i) % 26):rep(vlen)
+        want[#want + 1] = {
+          key = klen > 0 and (n .. ":" .. i .. ":" .. ("k"):rep(klen)) or nil,
+          value = i % 2 == 1 and {n = n, i = i, pad = pad} or pad}
+      end
+    end
+    ts.produce(broker.addr, "sizes.in", batch)
+    local got = env.consume(broker.addr, "sizes.out", #want)
+    assert.equal(#want, #got)
+    for j, w in ipairs(want) do -- one partition: in order
+      assert.equal(w.key, got[j].key, "record " .. j .. "'s key")
+      local value = got[j].value
+      if type(w.value) == "table" then value = json.decode(value) end
+      assert.is_true(type(w.value) == "table" and value.n == w.value.n and value.i == w.value.i
+                     and value.pad == w.value.pad or value == w.value,
+                     "record " .. j .. "'s value differs")
+    end
   end)
 
   it("keeps null header values null when forwarding and copying msg.headers", function()
