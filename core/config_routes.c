@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "config_internal.h"
+#include "grow.h"
 
 /* Kafka's rule for topic names: what a broker would refuse at run time is
  * an error at load. */
@@ -202,10 +203,7 @@ void kr_cfg_parse_route(loader_t *ld, yaml_node_t *map)
     if (kr_cfg_expect_mapping(ld, map, "a route") < 0)
         return;
     kr_config_t *cfg = ld->cfg;
-    if (cfg->route_cnt == ld->route_cap) {
-        ld->route_cap = ld->route_cap ? ld->route_cap * 2 : 8;
-        cfg->routes = kr_cfg_xrealloc(cfg->routes, ld->route_cap * sizeof(*cfg->routes));
-    }
+    cfg->routes = kr_grow(cfg->routes, &ld->route_cap, cfg->route_cnt, sizeof(*cfg->routes), 8);
     kr_route_t *r = &cfg->routes[cfg->route_cnt];
     memset(r, 0, sizeof(*r));
     r->index = cfg->route_cnt++;

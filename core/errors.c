@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "grow.h"
+
 void kr_errors_add(kr_errors_t *errs, const char *fmt, ...)
 {
     char *msg = NULL;
@@ -14,12 +16,7 @@ void kr_errors_add(kr_errors_t *errs, const char *fmt, ...)
     va_end(ap);
     if (n < 0)
         abort();
-    if (errs->cnt == errs->cap) {
-        errs->cap = errs->cap ? errs->cap * 2 : 8;
-        errs->msgs = realloc(errs->msgs, errs->cap * sizeof(*errs->msgs));
-        if (!errs->msgs)
-            abort();
-    }
+    errs->msgs = kr_grow(errs->msgs, &errs->cap, errs->cnt, sizeof(*errs->msgs), 8);
     errs->msgs[errs->cnt++] = msg;
 }
 

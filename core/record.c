@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grow.h"
 #include "json.h"
 #include "nest.h"
 
@@ -20,12 +21,7 @@
 
 static kr_record_t *run_add(kr_run_t *run)
 {
-    if (run->cnt == run->cap) {
-        run->cap = run->cap ? run->cap * 2 : 4;
-        run->recs = realloc(run->recs, run->cap * sizeof(*run->recs));
-        if (!run->recs)
-            abort();
-    }
+    run->recs = kr_grow(run->recs, &run->cap, run->cnt, sizeof(*run->recs), 4);
     return &run->recs[run->cnt++];
 }
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grow.h"
 #include "log.h"
 #include "nest.h"
 
@@ -196,12 +197,7 @@ int32_t kr_requester_partition(const kr_requester_t *rq, const char *pattern)
 void kr_requester_track(kr_requester_t *rq, const char *pattern, const char *correlation,
                         void *req_ctx, int64_t deadline_ms)
 {
-    if (rq->pending_cnt == rq->pending_cap) {
-        rq->pending_cap = rq->pending_cap ? rq->pending_cap * 2 : 16;
-        rq->pending = realloc(rq->pending, rq->pending_cap * sizeof(*rq->pending));
-        if (!rq->pending)
-            abort();
-    }
+    rq->pending = kr_grow(rq->pending, &rq->pending_cap, rq->pending_cnt, sizeof(*rq->pending), 16);
     pending_t *p = &rq->pending[rq->pending_cnt++];
     memset(p, 0, sizeof(*p));
     p->correlation = strdup(correlation);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "grow.h"
 #include "log.h"
 #include "nest.h"
 #include "record.h"
@@ -220,12 +221,7 @@ const char *kr_out_request(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *ro
         m->request_deadline_ms = kr_clock_ms() + m->run->request_timeout_ms;
     if (reply_partition < 0) { /* reply topic not assigned yet: send when it is */
         if (!m->parked) {
-            if (d->parked_cnt == d->parked_cap) {
-                d->parked_cap = d->parked_cap ? d->parked_cap * 2 : 16;
-                d->parked = realloc(d->parked, d->parked_cap * sizeof(*d->parked));
-                if (!d->parked)
-                    abort();
-            }
+            d->parked = kr_grow(d->parked, &d->parked_cap, d->parked_cnt, sizeof(*d->parked), 16);
             d->parked[d->parked_cnt++] = m;
             m->parked = 1;
         }

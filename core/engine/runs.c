@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "grow.h"
 #include "log.h"
 #include "metrics.h"
 #include "vm.h"
@@ -258,7 +259,7 @@ size_t kr_dispatch_poll_jobs(kr_dispatch_t *d)
     /* lanes to pump once each, after the whole batch (d's array, kept:
      * nothing below polls jobs again) */
     kr_lane_t **lanes = d->pump_lanes;
-    size_t lane_cnt = 0, lane_cap = d->pump_cap;
+    size_t lane_cnt = 0;
     for (kr_job_t *job = kr_pool_finished(d->pool), *next; job; job = next, n++) {
         next = job->next;
         kr_inmsg_t *m = job->ctx;
@@ -297,13 +298,7 @@ size_t kr_dispatch_poll_jobs(kr_dispatch_t *d)
             m->pending--;
         }
         if (!m->lane->pump_mark) {
-            if (lane_cnt == lane_cap) {
-                lane_cap = lane_cap ? lane_cap * 2 : 16;
-                lanes = d->pump_lanes = realloc(lanes, lane_cap * sizeof(*lanes));
-                d->pump_cap = lane_cap;
-                if (!lanes)
-                    abort();
-            }
+            lanes = d->pump_lanes = kr_grow(lanes, &d->pump_cap, lane_cnt, sizeof(*lanes), 16);
             m->lane->pump_mark = 1;
             lanes[lane_cnt++] = m->lane;
         }
