@@ -9,14 +9,17 @@
 #include <string.h>
 
 #include "clock.h"
+#include "grow.h"
 
 static void cache_clear(kr_group_t *g)
 {
     for (size_t i = 0; i < g->cache_cnt; i++)
         free(g->cache[i].topic);
     free(g->cache);
+    free(g->cache_index);
     g->cache = NULL;
-    g->cache_cnt = 0;
+    g->cache_index = NULL;
+    g->cache_cnt = g->cache_cap = g->index_size = 0;
 }
 
 /* Recomputes the group's routes and subscriptions from the live
@@ -114,17 +117,42 @@ const char *kr_group_name(const kr_group_t *g)
     return g->name;
 }
 
-/* Routes of the group whose patterns match `topic`, computed once. */
+/* Puts cache position pos into the index (which has room). */
+static void index_put(kr_group_t *g, size_t pos)
+{
+    size_t mask = g->index_size - 1;
+    size_t i = g->cache[pos].hash & mask;
+    while (g->cache_index[i])
+        i = (i + 1) & mask;
+    g->cache_index[i] = (uint32_t)pos + 1;
+}
+
+/* Routes of the group whose patterns match `topic`, computed once. Looked
+ * up twice per message, so by hash: a glob or regex route may match
+ * hundreds of topics. */
 const topic_routes_t *kr_group_routes_for(kr_group_t *g, const char *topic)
 {
-    for (size_t i = 0; i < g->cache_cnt; i++)
-        if (!strcmp(g->cache[i].topic, topic))
-            return &g->cache[i];
-    g->cache = realloc(g->cache, (g->cache_cnt + 1) * sizeof(*g->cache));
-    if (!g->cache)
-        abort();
-    topic_routes_t *tr = &g->cache[g->cache_cnt++];
+    uint32_t hash = kr_hash_bytes(topic, strlen(topic), KR_HASH_SEED);
+    if (g->index_size) {
+        size_t mask = g->index_size - 1;
+        for (size_t i = hash & mask; g->cache_index[i]; i = (i + 1) & mask) {
+            topic_routes_t *tr = &g->cache[g->cache_index[i] - 1];
+            if (tr->hash == hash && !strcmp(tr->topic, topic))
+                return tr;
+        }
+    }
+    g->cache = kr_grow(g->cache, &g->cache_cap, g->cache_cnt, sizeof(*g->cache), 8);
+    if (2 * (g->cache_cnt + 1) > g->index_size) { /* keep it under half full */
+        free(g->cache_index);
+        g->index_size = g->index_size ? g->index_size * 2 : 16;
+        g->cache_index = xcalloc(g->index_size, sizeof(*g->cache_index));
+        for (size_t i = 0; i < g->cache_cnt; i++)
+            index_put(g, i);
+    }
+    topic_routes_t *tr = &g->cache[g->cache_cnt];
     tr->topic = strdup(topic);
+    tr->hash = hash;
+    index_put(g, g->cache_cnt++);
     /* messages keep pointing at this array after a reload: the
      * generation it was made for frees it */
     tr->routes = kr_gen_alloc(g->d->gen, g->route_cnt * sizeof(*tr->routes));

@@ -94,6 +94,7 @@ struct kr_lane {
 
 typedef struct topic_routes {
     char *topic;
+    uint32_t hash;             /* of topic (kr_hash_bytes) */
     const kr_route_t **routes; /* owned by the generation */
     size_t cnt;
     kr_ordering_t ordering;    /* the strictest of the routes' */
@@ -108,7 +109,9 @@ struct kr_group {
     const char **subs;
     size_t sub_cnt;
     topic_routes_t *cache;     /* topic -> routes, for the live generation */
-    size_t cache_cnt;
+    size_t cache_cnt, cache_cap;
+    uint32_t *cache_index;     /* open addressing: cache position + 1, 0 empty */
+    size_t index_size;         /* a power of two, over twice cache_cnt */
     kr_lane_t *buckets[LANE_BUCKETS];
 };
 
