@@ -194,19 +194,17 @@ static void *thread_main(void *arg)
             wake_router(p);
             continue;
         }
-        int64_t start = kr_clock_ms();
+        int64_t start_ns = kr_clock_ns(); /* the watchdog's start and the run's time */
         t->current = job;
         t->vm = job->vm;
-        t->started_ms = start;
-        t->wedge_at_ms = start + 2 * kr_vm_timeout_ms(job->vm) + KR_POOL_WEDGE_MARGIN_MS;
+        t->started_ms = start_ns / 1000000;
+        t->wedge_at_ms = t->started_ms + 2 * kr_vm_timeout_ms(job->vm) + KR_POOL_WEDGE_MARGIN_MS;
         kr_run_t *run = job->run;
         void *ctx = job->ctx;
         pthread_mutex_unlock(&p->mu);
 
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
         int rc = run_job(job);
-        clock_gettime(CLOCK_MONOTONIC, &t1);
+        int64_t end_ns = kr_clock_ns();
 
         pthread_mutex_lock(&p->mu);
         if (t->abandoned) { /* the job went back as WEDGED: it is not ours */
@@ -216,7 +214,7 @@ static void *thread_main(void *arg)
         }
         t->current = NULL;
         job->rc = rc;
-        job->seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+        job->seconds = (double)(end_ns - start_ns) / 1e9;
         post_with_rest(p, t, job, rc != KR_VM_OK);
         /* the router hears of finished runs when this thread runs out of
          * work, or at once after a long run (its outputs wait otherwise) */
