@@ -18,18 +18,26 @@ CPPFLAGS_ALL := -D_GNU_SOURCE -DKR_VERSION='"$(VERSION)"' \
 LIBS    := -llua5.4 -lrdkafka -lyaml -lmicrohttpd -lpthread -lm
 
 BUILD   := .build
-# every header a core source may include (core/engine/ has its private ones)
-HDRS    := $(wildcard core/*.h core/engine/*.h)
-# the dispatcher (core/engine/): consumed messages to handler runs to offsets
-ENGINE_SRCS := engine/dispatch.c engine/groups.c engine/lanes.c engine/inmsg.c engine/runs.c engine/outputs.c \
-               engine/spares.c
-# the route-file loader (config.c and the files it calls; also in FUZZ_SRCS)
-CONFIG_SRCS := config.c config_nodes.c config_props.c config_routes.c
+# every header a core source may include: core/ and its layers
+HDRS    := $(wildcard core/*.h core/*/*.h)
+# core/'s layers (see core/README.md): route files, Kafka I/O, wire formats,
+# the Lua runtime, the dispatcher, operations, the other subcommands
+CONFIG_SRCS  := config/config.c config/config_nodes.c config/config_props.c config/config_routes.c \
+	config/errors.c config/pattern.c
+KAFKA_SRCS   := kafka/consumer.c kafka/producer.c kafka/kafkaconf.c kafka/watermarks.c \
+	kafka/broker.c kafka/requester.c kafka/health.c
+CODEC_SRCS   := codec/json.c codec/jsnum.c codec/utf8.c codec/nest.c
+RUNTIME_SRCS := runtime/vm.c runtime/vm_alloc.c runtime/vm_sandbox.c runtime/vm_run.c \
+	runtime/strbound.c runtime/strbound_match.c runtime/strbound_table.c \
+	runtime/message.c runtime/record.c runtime/lapi.c runtime/worker.c runtime/generation.c \
+	runtime/pool.c
+ENGINE_SRCS  := engine/dispatch.c engine/groups.c engine/lanes.c engine/inmsg.c engine/runs.c \
+	engine/outputs.c engine/spares.c engine/outcome.c
+OPS_SRCS     := ops/log.c ops/metrics.c ops/watch.c ops/admin.c
+COMMAND_SRCS := commands/graph.c commands/spectest.c commands/replay.c
 # the router core: everything but the CLI and test-only bindings
-CORE_SRCS := log.c errors.c pattern.c $(CONFIG_SRCS) json.c jsnum.c utf8.c message.c record.c lapi.c \
-	vm.c vm_alloc.c vm_sandbox.c vm_run.c watermarks.c health.c \
-	worker.c generation.c pool.c metrics.c graph.c spectest.c watch.c admin.c kafkaconf.c producer.c consumer.c nest.c requester.c broker.c router.c \
-	replay.c strbound.c strbound_match.c strbound_table.c outcome.c $(ENGINE_SRCS)
+CORE_SRCS := $(CONFIG_SRCS) $(KAFKA_SRCS) $(CODEC_SRCS) $(RUNTIME_SRCS) $(ENGINE_SRCS) \
+	$(OPS_SRCS) $(COMMAND_SRCS) router.c
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/obj/%.o)
 # the native module kroute.native (make install and make deb ship it, for
 # `kroute test`)
@@ -74,7 +82,7 @@ $(BUILD)/pic/%.o: core/%.c $(HDRS) | $(BUILD)/pic
 $(BUILD)/asan/%.o: core/%.c $(HDRS) | $(BUILD)/asan
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS_ALL) $(ASAN_FLAGS) $(WARN) -c $< -o $@
-$(BUILD)/pic/testsupport/%.o: core/testsupport/%.c $(HDRS) core/testsupport/*.h | $(BUILD)/pic/testsupport
+$(BUILD)/pic/testsupport/%.o: core/testsupport/%.c $(HDRS) | $(BUILD)/pic/testsupport
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS) $(WARN) -fPIC -c $< -o $@
 $(BUILD)/pic/testsupport:
 	mkdir -p $@
@@ -89,7 +97,7 @@ $(BUILD)/kroute-asan: $(ASAN_OBJS)
 	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LIBS)
 
 # The fuzz target replaying spec/fuzz/corpus under ASan+UBSan (in make test).
-FUZZ_SRCS := log.c errors.c pattern.c $(CONFIG_SRCS) json.c jsnum.c utf8.c
+FUZZ_SRCS := ops/log.c $(CONFIG_SRCS) codec/json.c codec/jsnum.c codec/utf8.c
 $(BUILD)/fuzz-regress: core/fuzz.c $(FUZZ_SRCS:%=core/%) $(HDRS) | $(BUILD)/asan
 	$(CC) $(CPPFLAGS_ALL) -DKR_FUZZ_REGRESS $(ASAN_FLAGS) $(WARN) -o $@ core/fuzz.c \
 		$(FUZZ_SRCS:%=core/%) $(LIBS)

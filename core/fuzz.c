@@ -17,9 +17,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "json.h"
-#include "pattern.h"
+#include "codec/json.h"
+#include "config/config.h"
+#include "config/pattern.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -9,15 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "json.h"
-#include "lapi.h"
-#include "message.h"
-#include "nest.h"
-#include "outcome.h"
-#include "pattern.h"
-#include "record.h"
-#include "vm.h"
+#include "codec/json.h"
+#include "codec/nest.h"
+#include "config/config.h"
+#include "config/pattern.h"
+#include "engine/outcome.h"
+#include "runtime/lapi.h"
+#include "runtime/message.h"
+#include "runtime/record.h"
+#include "runtime/vm.h"
 
 #define VM_MT "kroute.native.vm"
 

@@ -11,14 +11,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "broker.h"
-#include "config.h"
-#include "errors.h"
-#include "graph.h"
-#include "log.h"
-#include "replay.h"
+#include "commands/graph.h"
+#include "commands/replay.h"
+#include "commands/spectest.h"
+#include "config/config.h"
+#include "config/errors.h"
+#include "kafka/broker.h"
+#include "ops/log.h"
 #include "router.h"
-#include "spectest.h"
 
 #ifndef KR_VERSION
 #define KR_VERSION "0.1.0"

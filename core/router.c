@@ -15,22 +15,22 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "admin.h"
-#include "broker.h"
 #include "clock.h"
-#include "config.h"
-#include "consumer.h"
-#include "dispatch.h"
-#include "generation.h"
-#include "health.h"
-#include "json.h"
-#include "log.h"
-#include "metrics.h"
-#include "pattern.h"
-#include "pool.h"
-#include "producer.h"
-#include "requester.h"
-#include "watch.h"
+#include "codec/json.h"
+#include "config/config.h"
+#include "config/pattern.h"
+#include "engine/dispatch.h"
+#include "kafka/broker.h"
+#include "kafka/consumer.h"
+#include "kafka/health.h"
+#include "kafka/producer.h"
+#include "kafka/requester.h"
+#include "ops/admin.h"
+#include "ops/log.h"
+#include "ops/metrics.h"
+#include "ops/watch.h"
+#include "runtime/generation.h"
+#include "runtime/pool.h"
 
 #define BATCH 512
 

@@ -14,8 +14,8 @@
 #include <string.h>
 
 #include "clock.h"
-#include "metrics.h"
-#include "vm.h"
+#include "ops/metrics.h"
+#include "runtime/vm.h"
 
 /* Points each route of gen at its stats (kept by name across reloads). */
 static void bind_stats(kr_dispatch_t *d, kr_gen_t *gen)

@@ -6,9 +6,9 @@
 
 #include <stdlib.h>
 
-#include "message.h"
-#include "nest.h"
-#include "vm.h"
+#include "codec/nest.h"
+#include "runtime/message.h"
+#include "runtime/vm.h"
 
 /* Counts m in (+1) or out (-1) of the in-flight figures. */
 static void count(kr_dispatch_t *d, const kr_inmsg_t *m, int sign)

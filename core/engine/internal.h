@@ -12,15 +12,15 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "dispatch.h"
+#include "codec/nest.h"
+#include "engine/dispatch.h"
+#include "engine/outcome.h"
+#include "engine/spares.h"
 #include "hash.h"
-#include "message.h"
-#include "metrics.h"
-#include "nest.h"
-#include "outcome.h"
-#include "pool.h"
-#include "spares.h"
-#include "vm.h"
+#include "ops/metrics.h"
+#include "runtime/message.h"
+#include "runtime/pool.h"
+#include "runtime/vm.h"
 
 #define LANE_BUCKETS 1024 /* per group: lanes by topic and partition */
 

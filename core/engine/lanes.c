@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "clock.h"
-#include "log.h"
+#include "ops/log.h"
 
 
 kr_lane_t **kr_lane_slot(kr_group_t *g, const char *topic, int32_t partition)

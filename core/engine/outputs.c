@@ -8,10 +8,10 @@
 #include <string.h>
 
 #include "clock.h"
+#include "codec/nest.h"
 #include "grow.h"
-#include "log.h"
-#include "nest.h"
-#include "record.h"
+#include "ops/log.h"
+#include "runtime/record.h"
 
 /* ---------- producing ---------- */
 

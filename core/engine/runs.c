@@ -10,9 +10,9 @@
 
 #include "clock.h"
 #include "grow.h"
-#include "log.h"
-#include "metrics.h"
-#include "vm.h"
+#include "ops/log.h"
+#include "ops/metrics.h"
+#include "runtime/vm.h"
 
 static kr_vm_t *vm_for(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route)
 {

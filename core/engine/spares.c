@@ -1,5 +1,5 @@
 /* engine/spares.c - see spares.h. */
-#include "spares.h"
+#include "engine/spares.h"
 
 #include <stdlib.h>
 #include <string.h>

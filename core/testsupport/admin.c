@@ -13,7 +13,7 @@
 
 #include <lauxlib.h>
 
-#include "../clock.h"
+#include "clock.h"
 
 #define KR_TS_ADMIN_MS 30000   /* default bound of create/delete_topics */
 #define KR_TS_TOPIC_MAX 249    /* Kafka's limit on a topic name's length */

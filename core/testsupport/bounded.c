@@ -1,5 +1,5 @@
 /* testsupport/bounded.c - bounded_lib(deadline_ms [, mem_limit]): copies of
- * the string and table libraries carrying core/strbound.c's bounded
+ * the string and table libraries carrying core/runtime/strbound.c's bounded
  * functions, so unit specs can compare them with stock Lua 5.4 and check
  * that they stop at a deadline. Unrelated to Kafka and processes. */
 #include "internal.h"
@@ -8,8 +8,8 @@
 
 #include <lauxlib.h>
 
-#include "../clock.h"
-#include "../strbound.h"
+#include "clock.h"
+#include "runtime/strbound.h"
 
 typedef struct kr_ts_bound {
     int64_t start_ms, deadline_ms;
@@ -50,7 +50,7 @@ static void kr_ts_copy_lib(lua_State *L, const char *name)
 }
 
 /* bounded_lib(deadline_ms [, mem_limit]) -> {string = ..., table = ...}:
- * copies of the string and table libraries with core/strbound.c's bounded
+ * copies of the string and table libraries with core/runtime/strbound.c's bounded
  * functions, under a deadline counted from this call (and string.rep
  * limited to mem_limit bytes when given). */
 static int kr_ts_bounded_lib(lua_State *L)

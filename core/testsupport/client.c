@@ -12,8 +12,8 @@
 
 #include <lauxlib.h>
 
-#include "../clock.h"
-#include "../watermarks.h"
+#include "clock.h"
+#include "kafka/watermarks.h"
 
 /* ---------------------------------------------------------------- produce */
 

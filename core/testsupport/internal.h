@@ -2,7 +2,7 @@
  * `kroute.testsupport` share: the per-call resource holder, the `nil, err`
  * return, librdkafka client glue, and each file's registration function.
  * Not a public interface: only the files of core/testsupport/ include it (the
- * module's entry point is core/testsupport.h). */
+ * module's entry point is core/testsupport/testsupport.h). */
 #ifndef KR_TS_INTERNAL_H
 #define KR_TS_INTERNAL_H
 

@@ -6,7 +6,7 @@
 
 #include <stdio.h>
 
-#include "../clock.h"
+#include "clock.h"
 
 int kr_ts_connect(kr_ts_res_t *res, rd_kafka_type_t type, const char *brokers,
                   const char *const *kv, kr_ts_conf_fn *setup, char *err, size_t errsz)

@@ -4,7 +4,7 @@
  * files), client.c (produce/consume/offsets), admin.c (topics and metadata on
  * a real cluster), mock.c (the in-process mock cluster), bounded.c (bounded
  * string/table libraries). Holds no binding itself. */
-#include "../testsupport.h"
+#include "testsupport/testsupport.h"
 
 #include "internal.h"
 

@@ -15,7 +15,7 @@
 
 #include <lauxlib.h>
 
-#include "../clock.h"
+#include "clock.h"
 
 extern char **environ;
 

@@ -1,4 +1,4 @@
--- Route files (core/config.c) through the real loader: what `kroute run`
+-- Route files (core/config/config.c) through the real loader: what `kroute run`
 -- and `kroute check` accept, the values they resolve, and the exact
 -- "file:line:col: message" of every kind of mistake.
 local native = require "kroute.native"

@@ -1,4 +1,4 @@
--- Handlers in the real sandbox (core/vm.c, message.c, record.c, lapi.c):
+-- Handlers in the real sandbox (core/runtime/vm.c, message.c, record.c, lapi.c):
 -- the `kroute` API, what a return value becomes, the sandbox, the limits,
 -- and load errors. Fixtures: spec/unit/fixtures/handlers/*.lua.
 local native = require "kroute.native"

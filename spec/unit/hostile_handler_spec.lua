@@ -1,4 +1,4 @@
--- Hostile and careless handlers against the real sandbox (core/vm.c): error
+-- Hostile and careless handlers against the real sandbox (core/runtime/vm.c): error
 -- objects whose __tostring fails or never ends, timeouts swallowed by pcall
 -- after a child coroutine timed out, __close and __gc handler code, memory
 -- held at the cap, kroute's own run coroutines, FIFOs as modules, and C

@@ -1,4 +1,4 @@
--- The JSON codec (core/json.c) behind kroute.json and msg:json().
+-- The JSON codec (core/codec/json.c) behind kroute.json and msg:json().
 local native = require "kroute.native"
 local json = native.json
 

@@ -1,4 +1,4 @@
--- Topic patterns (core/pattern.c): which topics a route's `match` takes,
+-- Topic patterns (core/config/pattern.c): which topics a route's `match` takes,
 -- and the subscription string handed to librdkafka for it.
 local native = require "kroute.native"
 

@@ -1,4 +1,4 @@
--- Output records in the real sandbox (core/record.c, lapi.c, message.c):
+-- Output records in the real sandbox (core/runtime/record.c, lapi.c, message.c):
 -- an emit/request/record that raises leaves nothing behind, the C memory
 -- of a run's outputs counts against the route's cap, tombstones can be
 -- forwarded, and null header values stay null both ways.

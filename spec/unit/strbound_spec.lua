@@ -1,4 +1,4 @@
--- Bounded string and table functions (core/strbound.c): handlers get
+-- Bounded string and table functions (core/runtime/strbound.c): handlers get
 -- string.find/match/gmatch/gsub/rep and table.move/insert/remove/concat/sort
 -- that give exactly stock Lua 5.4's results and errors, but stop at the
 -- run's deadline even inside one long C call. busted runs in stock lua5.4,

@@ -1,0 +1,84 @@
+/* pool.h - the worker threads that run Lua. Thread i runs every handler
+ * whose VM belongs to worker i of a generation, one job at a time, so a
+ * Lua state is only ever entered by its own thread. The router thread
+ * queues jobs (a run, the resumption of a run after kroute.request, or a
+ * call such as a reload's state export) and collects finished ones; it is
+ * woken through its pipe when finished jobs are waiting, once a thread
+ * has run out of queued work or has finished a run of 0.5 ms or more (not
+ * for every quick run: with one worker, a wake-up per run cost as much
+ * CPU as the handlers).
+ * A watchdog abandons a thread whose job outlives its VM's deadline by
+ * more than a margin (a long C call no hook can interrupt): the job comes
+ * back KR_JOB_WEDGED, a fresh thread takes over the queue, and the old one
+ * finishes on its own; it never touches the job again. Everything else
+ * (Kafka, offsets, outputs) stays on the router thread. */
+#ifndef KR_POOL_H
+#define KR_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/record.h"
+#include "runtime/vm.h"
+
+enum { KR_JOB_RUN, KR_JOB_RESUME, KR_JOB_CALL };
+/* rc of a job not run: an earlier job of its batch failed or yielded */
+#define KR_JOB_SKIPPED (-2)
+/* rc of a job whose thread was abandoned: its run and VM are still in use
+ * by that thread, and job->ctx must stay valid until a KR_JOB_RELEASED job
+ * with the same ctx comes back */
+#define KR_JOB_WEDGED (-3)
+/* rc of a job the pool allocated: the abandoned run of job->ctx has ended
+ * (its run struct is freed); free() this job */
+#define KR_JOB_RELEASED (-4)
+
+/* The margin past a run's deadline before its thread is abandoned. */
+#define KR_POOL_WEDGE_MARGIN_MS 1000
+
+typedef struct kr_job kr_job_t;
+/* A KR_JOB_CALL: runs on the thread between jobs, takes over the job. */
+typedef void kr_job_fn(kr_job_t *job);
+
+struct kr_job {
+    int kind;
+    kr_vm_t *vm;
+    kr_run_t *run;
+    char *value;        /* resume: reply bytes (owned, NULL = null value) */
+    size_t len;
+    char *err;          /* resume: error text (owned), or NULL */
+    kr_job_fn *fn;      /* call: what to run */
+    int rc;             /* KR_VM_OK / FAILED / YIELDED once done, or above */
+    double seconds;     /* wall time the VM took */
+    void *ctx;          /* the caller's */
+    struct kr_job *next;   /* the next job of the batch */
+    struct kr_job *qnext;  /* the next batch in a thread's queue */
+};
+
+typedef struct kr_pool kr_pool_t;
+
+/* Starts `threads` workers and the watchdog; `wake_fd` is written when jobs
+ * finish. */
+kr_pool_t *kr_pool_new(int threads, int wake_fd);
+int kr_pool_threads(const kr_pool_t *p);
+/* Queues a batch (jobs linked by `next`) for thread `worker`; every VM
+ * must belong to it. The thread runs them in order and stops at the first
+ * that does not end KR_VM_OK: the rest come back KR_JOB_SKIPPED, so a
+ * batch never runs a message ahead of one that failed or waits. Each job
+ * is handed back as soon as it is done. */
+void kr_pool_submit(kr_pool_t *p, int worker, kr_job_t *batch);
+/* Queues a KR_JOB_CALL for thread `worker`, ahead of every batch: it runs
+ * as soon as the job in progress there ends. */
+void kr_pool_call(kr_pool_t *p, int worker, kr_job_t *job);
+/* Takes every finished job (linked by `next`), in the order they finished
+ * (NULL: none). */
+kr_job_t *kr_pool_finished(kr_pool_t *p);
+/* 1 while an abandoned thread still runs in `vm` (no one may enter it). */
+int kr_pool_vm_abandoned(kr_pool_t *p, const kr_vm_t *vm);
+/* Threads abandoned by the watchdog that are still running, and the route
+ * name and seconds of the oldest; 0 when none. */
+int kr_pool_wedged(kr_pool_t *p, char *route, size_t route_size, double *seconds);
+/* Stops the threads once their queues are empty, and frees the pool.
+ * Abandoned threads are left to the process's exit. */
+void kr_pool_free(kr_pool_t *p);
+
+#endif
