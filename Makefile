@@ -32,7 +32,7 @@ RUNTIME_SRCS := runtime/vm.c runtime/vm_alloc.c runtime/vm_sandbox.c runtime/vm_
 	runtime/message.c runtime/record.c runtime/lapi.c runtime/worker.c runtime/generation.c \
 	runtime/pool.c
 ENGINE_SRCS  := engine/dispatch.c engine/groups.c engine/lanes.c engine/inmsg.c engine/runs.c \
-	engine/outputs.c engine/spares.c engine/outcome.c
+	engine/outputs.c engine/spares.c engine/outcome.c engine/pass.c
 OPS_SRCS     := ops/log.c ops/metrics.c ops/watch.c ops/admin.c
 COMMAND_SRCS := commands/graph.c commands/spectest.c commands/replay.c
 # the router core: everything but the CLI and test-only bindings

@@ -32,8 +32,6 @@
 #include "runtime/generation.h"
 #include "runtime/pool.h"
 
-#define BATCH 512
-
 static volatile sig_atomic_t stop_requested, reload_requested;
 static int wake_pipe[2] = {-1, -1};
 
@@ -194,7 +192,14 @@ typedef struct router {
 
 #define DEBOUNCE_MS 50
 
-/* Gives a group a consumer subscribed to its topics. */
+/* kr_consumer_wake_fn: a worker's partitions have messages. */
+static void poke_worker(void *pool, int worker)
+{
+    kr_pool_poke(pool, worker);
+}
+
+/* Gives a group a consumer subscribed to its topics, each partition's
+ * messages going to its worker thread (engine/pass.c). */
 static int open_group(router_t *rt, kr_group_t *g, char *err, size_t errsize)
 {
     const kr_config_t *cfg = kr_dispatch_gen(rt->d)->cfg;
@@ -205,6 +210,7 @@ static int open_group(router_t *rt, kr_group_t *g, char *err, size_t errsize)
         return -1;
     kr_group_set_consumer(g, c);
     kr_consumer_wake_fd(c, wake_pipe[1]);
+    kr_consumer_split(c, kr_pool_threads(rt->pool), poke_worker, rt->pool);
     size_t sub_cnt;
     const char *const *subs = kr_group_subscriptions(g, &sub_cnt);
     return kr_consumer_subscribe(c, subs, sub_cnt, err, errsize);
@@ -605,7 +611,8 @@ static int admin_answer(void *ctx, const char *method, const char *path, int aga
 }
 
 /* Gives the dispatcher a producer made from the live generation's
- * settings, its delivery reports waking the event loop. */
+ * settings. Its delivery reports are served by the workers' passes and the
+ * event loop's turns (at least every 100 ms), not by a wake-up each. */
 static int open_producer(router_t *rt, char *err, size_t errsize)
 {
     const kr_config_t *cfg = kr_dispatch_gen(rt->d)->cfg;
@@ -614,7 +621,6 @@ static int open_producer(router_t *rt, char *err, size_t errsize)
     if (!rt->p)
         return -1;
     kr_dispatch_set_producer(rt->d, rt->p);
-    kr_producer_wake_fd(rt->p, wake_pipe[1]);
     return 0;
 }
 
@@ -646,11 +652,11 @@ static int replace_producer(router_t *rt, const char *why)
     return 0;
 }
 
-/* Serves the groups until a stop signal or a fatal error. */
+/* Serves the groups until a stop signal or a fatal error; called and
+ * returns with the engine lock held, which it lets go only to sleep. */
 static void event_loop(router_t *rt)
 {
     kr_dispatch_t *d = rt->d;
-    rd_kafka_message_t *rkms[BATCH];
     while (!stop_requested && !kr_dispatch_fatal(d)) {
         if (reload_requested) {
             reload_requested = 0;
@@ -664,23 +670,9 @@ static void event_loop(router_t *rt)
         watch_new_files(rt);
         kr_admin_serve(rt->admin, admin_answer, rt);
         size_t got = kr_dispatch_poll_jobs(d);
-        for (size_t i = 0; i < kr_dispatch_group_count(d); i++) {
-            kr_group_t *g = kr_dispatch_group_at(d, i);
-            kr_consumer_t *c = kr_group_consumer(g);
-            ssize_t n;
-            /* a full queue is handled batch by batch so a stop request, or
-             * a spent in-flight budget, is seen within one batch, not after
-             * everything prefetched */
-            while (c && !stop_requested && kr_dispatch_may_consume(d) &&
-                   (n = kr_consumer_poll(c, 0, rkms, BATCH)) > 0) {
-                for (ssize_t j = 0; j < n; j++)
-                    kr_dispatch_message(g, rkms[j]);
-                kr_dispatch_flush_jobs(d); /* one hand-over per thread per poll */
-                got += (size_t)n;
-                if (n < BATCH)
-                    break;
-            }
-        }
+        /* the workers take their partitions' messages in their passes */
+        if (!stop_requested)
+            got += kr_dispatch_take_unforwarded(d) + kr_dispatch_cover(d);
         got += kr_dispatch_poll_replies(d);
         kr_producer_poll(rt->p, 0);
         int next = kr_dispatch_tick(d);
@@ -704,7 +696,10 @@ static void event_loop(router_t *rt)
         struct pollfd pfd[2] = {{.fd = wake_pipe[0], .events = POLLIN},
                                 {.fd = rt->watch ? kr_watch_fd(rt->watch) : -1,
                                  .events = POLLIN}};
-        if (poll(pfd, 2, timeout) > 0) {
+        kr_dispatch_unlock(d); /* the workers' passes meanwhile */
+        int woken = poll(pfd, 2, timeout);
+        kr_dispatch_lock(d);
+        if (woken > 0) {
             char buf[256];
             while (read(wake_pipe[0], buf, sizeof(buf)) > 0)
                 ;
@@ -727,6 +722,7 @@ int kr_router_run(const kr_router_opts_t *o)
     char err[1024];
     timer_t drain_timer;
     int drain_armed = 0;
+    int engine_locked = 0;
 
     kr_gen_t *gen = kr_gen_build(&rt->gopts, NULL, NULL, &errs);
     if (!gen) {
@@ -797,7 +793,17 @@ int kr_router_run(const kr_router_opts_t *o)
             (int)getpid(), rt->admin ? kr_admin_url(rt->admin) : "off",
             rt->watch ? "route and handler files" : "nothing (--no-watch)");
 
+    /* from here on the engine is the router's but while it sleeps, when
+     * an idle worker takes its lock for a pass */
+    kr_dispatch_lock(rt->d);
+    engine_locked = 1;
+    kr_pool_set_pass(rt->pool, kr_dispatch_pass, rt->d);
     event_loop(rt);
+    /* the drain waits for the runs in progress: the workers run them
+     * without passing, which would wait for the lock the drain holds */
+    kr_dispatch_unlock(rt->d);
+    kr_pool_set_pass(rt->pool, NULL, NULL);
+    kr_dispatch_lock(rt->d);
 
     int fatal = kr_dispatch_fatal(rt->d) || kr_producer_fatal(rt->p, err, sizeof(err));
     drain_limit_ms = o->drain_timeout_ms > 0 ? o->drain_timeout_ms : DRAIN_TIMEOUT_MS;
@@ -838,6 +844,8 @@ out:
     kr_health_stop(rt->health_probe);
     close_producer(rt);
     kr_pool_free(rt->pool); /* joined: no VM is in use from here on */
+    if (engine_locked)
+        kr_dispatch_unlock(rt->d);
     if (rt->export) { /* a reload still waiting: its calls ran before the threads ended */
         kr_gen_export_free(rt->export);
         kr_gen_unref(rt->export_gen);

@@ -4,9 +4,11 @@
  * happens to a message is in the other engine/ files: inmsg.c (its life
  * and its one free), lanes.c (order and offsets), runs.c (handler runs),
  * outputs.c (records, the DLQ, delivery reports), groups.c (consumer
- * groups and rebalances). Single-threaded: every function here runs on the
- * router's loop thread, including the delivery and rebalance callbacks,
- * which librdkafka only fires from our own poll calls. */
+ * groups and rebalances), pass.c (the engine lock and the workers'
+ * passes). One thread at a time: every function here runs under the
+ * engine lock, on the router's loop or in a worker's pass, and so do the
+ * delivery and rebalance callbacks, which librdkafka only fires from our
+ * own poll calls. */
 #include "internal.h"
 
 #include <stdio.h>
@@ -37,6 +39,7 @@ static void drop_run(void *run)
 kr_dispatch_t *kr_dispatch_new(kr_gen_t *gen, size_t budget)
 {
     kr_dispatch_t *d = xcalloc(1, sizeof(*d));
+    pthread_mutex_init(&d->mu, NULL);
     d->gen = gen;
     d->budget = budget ? budget : KR_DISPATCH_BUDGET;
     /* as many as a busy moment has in flight; beyond, malloc and free */
@@ -73,6 +76,20 @@ void kr_dispatch_render_metrics(kr_dispatch_t *d, kr_buf_t *out)
         snprintf(worker, sizeof(worker), "%d", w);
         kr_metric_label_t label = {"worker", worker};
         kr_metrics_sample_int(out, "kroute_lua_memory_bytes", &label, 1, (long long)bytes);
+    }
+    kr_metrics_family(out, "kroute_messages_taken_total", "counter",
+                      "Messages consumed, by the thread that took them from librdkafka "
+                      "(kr-worker-N: its own partitions; kroute: the router, for a "
+                      "worker busy with a long run)");
+    for (int w = 0; w <= d->router_slot && d->taken; w++) {
+        char thread[24];
+        if (w < d->router_slot)
+            snprintf(thread, sizeof(thread), "kr-worker-%d", w);
+        else
+            snprintf(thread, sizeof(thread), "kroute");
+        kr_metric_label_t label = {"thread", thread};
+        kr_metrics_sample_int(out, "kroute_messages_taken_total", &label, 1,
+                              (long long)d->taken[w]);
     }
     kr_metrics_single(out, "kroute_messages_inflight", "gauge",
                       "Messages consumed and not yet committable", (double)d->inflight);
@@ -130,6 +147,8 @@ void kr_dispatch_set_pool(kr_dispatch_t *d, kr_pool_t *pool)
     d->batch_head = xcalloc((size_t)n, sizeof(*d->batch_head));
     d->batch_tail = xcalloc((size_t)n, sizeof(*d->batch_tail));
     d->batch_len = xcalloc((size_t)n, sizeof(*d->batch_len));
+    d->taken = xcalloc((size_t)n + 1, sizeof(*d->taken));
+    d->router_slot = n;
 }
 
 int kr_dispatch_rewind_wanted(const kr_dispatch_t *d)
@@ -191,11 +210,13 @@ void kr_dispatch_free(kr_dispatch_t *d)
     free(d->batch_head);
     free(d->batch_tail);
     free(d->batch_len);
+    free(d->taken);
     kr_gen_unref(d->gen);
     kr_metrics_free(&d->metrics);
     kr_spares_free(&d->spare_msgs);
     kr_spares_free(&d->spare_outs);
     kr_spares_free(&d->spare_runs);
     free(d->pump_lanes);
+    pthread_mutex_destroy(&d->mu);
     free(d);
 }

@@ -27,6 +27,25 @@ typedef struct kr_group kr_group_t;
  * instead (polling serves rebalances and keeps the group membership). */
 #define KR_BUDGET_HOLD_MS 500
 
+/* The engine lock. Every call below is made with it held (the router's
+ * loop holds it but while it sleeps, a worker's pass takes it), except
+ * kr_dispatch_new, kr_dispatch_free and kr_dispatch_pass, which takes it
+ * itself. The callbacks librdkafka makes into the engine (delivery
+ * reports, rebalance hooks) run inside those calls. */
+void kr_dispatch_lock(kr_dispatch_t *d);
+void kr_dispatch_unlock(kr_dispatch_t *d);
+/* kr_pool_pass_fn (ctx = kr_dispatch_t *): the pass of an idle worker
+ * thread (engine/pass.c). */
+int kr_dispatch_pass(void *d, int worker);
+/* The router's share of consuming: a batch from each group's own queue
+ * (rebalance events, and a partition's messages should its forward have
+ * failed), and a batch from the queue of each worker that has not passed
+ * for 100 ms because it runs a long job, so one slow handler does not
+ * hold up messages that other threads can run (`ordering: key`/`none`,
+ * other routes). Each returns how many messages it took. */
+size_t kr_dispatch_take_unforwarded(kr_dispatch_t *d);
+size_t kr_dispatch_cover(kr_dispatch_t *d);
+
 /* Takes over the caller's reference to the first generation. `budget`:
  * in-flight bytes before consuming waits (0: KR_DISPATCH_BUDGET). */
 kr_dispatch_t *kr_dispatch_new(kr_gen_t *gen, size_t budget);
@@ -85,9 +104,10 @@ size_t kr_dispatch_poll_replies(kr_dispatch_t *d);
  * again, and partitions pause as they deliver (see engine/lanes.c). */
 int kr_dispatch_may_consume(kr_dispatch_t *d);
 /* The default of each group consumer's queued.max.messages.kbytes: what
- * librdkafka fetches ahead, the group's share of the in-flight budget (the
- * budget over the number of groups; at least 1 MiB, at most librdkafka's
- * own 64 MiB), so --max-inflight bounds both. */
+ * librdkafka fetches ahead into each worker thread's queue, that queue's
+ * share of the in-flight budget (the budget over groups x workers; at
+ * least 1 MiB, at most librdkafka's own 64 MiB), so --max-inflight bounds
+ * both. */
 size_t kr_dispatch_prefetch_kb(const kr_dispatch_t *d);
 /* Takes ownership of a consumed message and runs what it can now. */
 void kr_dispatch_message(kr_group_t *g, rd_kafka_message_t *rkm);

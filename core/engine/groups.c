@@ -187,14 +187,22 @@ static int lanes_pending(kr_group_t *g, const rd_kafka_topic_partition_list_t *p
 
 /* Each partition's lane starts at the group's committed offset: what
  * librdkafka delivers below it was handled (here or by the member that
- * had the partition) and is skipped (lanes.c). */
+ * had the partition) and is skipped (lanes.c). Its messages are forwarded
+ * to its worker thread's queue (engine/pass.c). */
 void kr_dispatch_assigned(void *ctx, const rd_kafka_topic_partition_list_t *parts)
 {
     kr_group_t *g = ctx;
     for (int i = 0; i < parts->cnt; i++) {
-        kr_lane_t *lane = kr_lane_get(g, parts->elems[i].topic, parts->elems[i].partition);
+        const char *topic = parts->elems[i].topic;
+        int32_t partition = parts->elems[i].partition;
+        kr_lane_t *lane = kr_lane_get(g, topic, partition);
         if (parts->elems[i].offset > lane->next_offset)
             lane->next_offset = parts->elems[i].offset;
+        /* before librdkafka assigns it: its first message goes there too */
+        if (g->c)
+            kr_consumer_forward(g->c, topic, partition,
+                                kr_dispatch_partition_worker(g->d, topic, partition));
+        lane->forwarded = 1;
     }
 }
 

@@ -9,8 +9,10 @@
 #ifndef KR_ENGINE_INTERNAL_H
 #define KR_ENGINE_INTERNAL_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "codec/nest.h"
 #include "engine/dispatch.h"
@@ -86,6 +88,7 @@ struct kr_lane {
     kr_ordering_t ordering;  /* the strictest of its routes' */
     uint32_t *key_cnt;       /* ordering: key: unhandled messages per key slot */
     int paused;              /* its partition is paused: the in-flight budget is spent */
+    int forwarded;           /* assigned: its messages go to its worker's queue */
     int64_t next_offset;     /* offset after everything taken in, or the group's committed
                               * offset at assignment; -1: unknown (lanes.c: is_refetch) */
     size_t refetched;        /* messages skipped since the last one taken in */
@@ -116,6 +119,10 @@ struct kr_group {
 };
 
 struct kr_dispatch {
+    pthread_mutex_t mu; /* the engine lock: held by the router's loop, or a pass */
+    int64_t reforward_at;
+    uint64_t *taken;    /* messages consumed, by thread: the workers, then the router */
+    int router_slot;    /* the router's index in taken: the pool's thread count */
     kr_gen_t *gen; /* the live generation (one reference) */
     kr_metrics_t metrics;
     kr_pool_t *pool;
@@ -162,6 +169,21 @@ static inline kr_route_stats_t *stats(const kr_inmsg_t *m, const kr_route_t *rou
     return m->gen->stats[route->index];
 }
 
+/* The worker thread a partition belongs to: its messages are forwarded to
+ * that thread's queue, and `ordering: partition` runs them on its VMs. */
+static inline int kr_partition_worker(const char *topic, int32_t partition, int workers)
+{
+    uint32_t h = kr_hash_bytes(topic, strlen(topic), (uint32_t)partition);
+    return (int)(h % (uint32_t)(workers > 0 ? workers : 1));
+}
+
+/* pass.c */
+int kr_dispatch_partition_worker(const kr_dispatch_t *d, const char *topic, int32_t partition);
+/* Hands the offsets advanced so far to librdkafka (and resumes partitions
+ * the budget paused once it allows). */
+void kr_dispatch_flush_stores(kr_dispatch_t *d);
+/* Forwards every assigned partition to its worker again, once a second. */
+void kr_dispatch_reforward(kr_dispatch_t *d, int64_t now);
 /* groups.c */
 /* Recomputes g's routes and subscriptions from the live generation;
  * 1 when the subscription set changed. */
@@ -215,5 +237,7 @@ void kr_out_give_up(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route,
 /* runs.c: queues the run of m's next route; 0 when m is handled, 1 when
  * it waits (its run, a retry or a reply) */
 int kr_runs_next(kr_dispatch_t *d, kr_inmsg_t *m);
+/* Acts on finished jobs (linked by `next`, from the pool); how many. */
+size_t kr_runs_finished(kr_dispatch_t *d, kr_job_t *jobs);
 
 #endif

@@ -146,13 +146,16 @@ int kr_dispatch_may_consume(kr_dispatch_t *d)
  * is full, and that queue (with the fetch buffers its messages keep alive)
  * weighs as much as the budget: a smaller budget alone barely lowered the
  * peak RSS of a backlog drain (spec/bench/README.md). So the queues get the
- * budget's size, shared by the groups (each group has its own consumer and
- * queue), up to librdkafka's own 64 MiB: the default budget keeps
- * librdkafka's default for one group (a quarter of it drained 0.79x as
- * fast). A group added by a reload gets the share of the groups then. */
+ * budget's size, shared by the queues: each group has its own consumer,
+ * and each of its worker threads a queue of its own (engine/pass.c), which
+ * librdkafka fills up to the limit on its own. The share is at most
+ * librdkafka's own 64 MiB: the default budget keeps that for one group
+ * and one worker (a quarter of it drained 0.79x as fast). A group added
+ * by a reload gets the share of the groups then. */
 size_t kr_dispatch_prefetch_kb(const kr_dispatch_t *d)
 {
-    size_t kb = d->budget / 1024 / (d->group_cnt ? d->group_cnt : 1);
+    size_t queues = (d->group_cnt ? d->group_cnt : 1) * (size_t)d->gen->worker_cnt;
+    size_t kb = d->budget / 1024 / queues;
     return kb < 1024 ? 1024 : kb > 65536 ? 65536 : kb;
 }
 

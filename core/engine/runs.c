@@ -14,16 +14,18 @@
 #include "ops/metrics.h"
 #include "runtime/vm.h"
 
+/* The VM that runs m's route: on the partition's worker thread (the one
+ * its messages are forwarded to), the key's, or the next in turn. */
 static kr_vm_t *vm_for(kr_dispatch_t *d, kr_inmsg_t *m, const kr_route_t *route)
 {
-    uint32_t h;
+    int n = m->gen->worker_cnt;
     if (route->ordering == KR_ORDER_KEY && m->view.key)
-        h = kr_hash_bytes(m->view.key, m->view.key_len, KR_HASH_SEED);
+        m->worker = (int)(kr_hash_bytes(m->view.key, m->view.key_len, KR_HASH_SEED) %
+                          (uint32_t)n);
     else if (route->ordering == KR_ORDER_NONE)
-        h = d->rr++;
+        m->worker = (int)(d->rr++ % (unsigned)n);
     else
-        h = kr_hash_bytes(m->view.topic, strlen(m->view.topic), (uint32_t)m->view.partition);
-    m->worker = (int)(h % (uint32_t)m->gen->worker_cnt);
+        m->worker = kr_partition_worker(m->view.topic, m->view.partition, n);
     return m->gen->workers[m->worker]->vms[route->index];
 }
 
@@ -255,12 +257,17 @@ static void on_reply(void *ctx, void *req_ctx, const void *value, size_t len, co
 
 size_t kr_dispatch_poll_jobs(kr_dispatch_t *d)
 {
+    return kr_runs_finished(d, kr_pool_finished(d->pool));
+}
+
+size_t kr_runs_finished(kr_dispatch_t *d, kr_job_t *jobs)
+{
     size_t n = 0;
     /* lanes to pump once each, after the whole batch (d's array, kept:
      * nothing below polls jobs again) */
     kr_lane_t **lanes = d->pump_lanes;
     size_t lane_cnt = 0;
-    for (kr_job_t *job = kr_pool_finished(d->pool), *next; job; job = next, n++) {
+    for (kr_job_t *job = jobs, *next; job; job = next, n++) {
         next = job->next;
         kr_inmsg_t *m = job->ctx;
         if (job->rc == KR_JOB_RELEASED) { /* its abandoned run ended at last */
@@ -345,10 +352,8 @@ static int64_t tick_parked(kr_dispatch_t *d, int64_t now)
 int kr_dispatch_tick(kr_dispatch_t *d)
 {
     int64_t now = kr_clock_ms(), next = -1;
-    kr_lane_budget_check(d); /* also when orphans, not lanes, freed the bytes */
-    for (size_t i = 0; i < d->group_cnt; i++) /* this pass's advanced offsets */
-        if (d->groups[i]->c)
-            kr_consumer_flush_stores(d->groups[i]->c);
+    kr_dispatch_flush_stores(d); /* this pass's advanced offsets */
+    kr_dispatch_reforward(d, now);
     if (d->rq) {
         next = tick_parked(d, now);
         int n = kr_requester_expire(d->rq, now, on_reply, d);

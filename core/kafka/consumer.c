@@ -22,6 +22,15 @@
 /* how long a commit on revoke or close waits out a passing refusal */
 #define COMMIT_RETRY_MS 2000
 
+/* A worker thread's share of the messages: the partitions forwarded to it
+ * (kr_consumer_forward), and whom to tell when it stops being empty. */
+typedef struct worker_queue {
+    rd_kafka_queue_t *q;
+    kr_consumer_wake_fn *wake;
+    void *ctx;
+    int index;
+} worker_queue_t;
+
 struct kr_consumer {
     rd_kafka_t *rk;
     rd_kafka_queue_t *q;
@@ -32,6 +41,8 @@ struct kr_consumer {
     int *store_slots;         /* index into stores->elems by partition hash, -1 = free */
     size_t store_slot_cnt;    /* a power of two, at least twice stores->cnt */
     int stores_last_cnt;      /* partitions the last flush stored: the next list's size */
+    worker_queue_t *wq;       /* kr_consumer_split: one per worker thread, or NULL */
+    int wq_cnt;
 };
 
 /* offset_commit_cb (router thread, from the consumer queue): remembers
@@ -210,6 +221,63 @@ ssize_t kr_consumer_poll(kr_consumer_t *c, int timeout_ms, rd_kafka_message_t **
                          size_t max)
 {
     return rd_kafka_consume_batch_queue(c->q, timeout_ms, rkms, max);
+}
+
+/* rd_kafka_queue_cb_event_enable's callback: a librdkafka thread, with
+ * the queue's lock held, when a message lands on it after it was served. */
+static void worker_queue_event(rd_kafka_t *rk, void *opaque)
+{
+    (void)rk;
+    worker_queue_t *w = opaque;
+    w->wake(w->ctx, w->index);
+}
+
+void kr_consumer_split(kr_consumer_t *c, int n, kr_consumer_wake_fn *wake, void *ctx)
+{
+    if (c->wq || n <= 0)
+        return;
+    c->wq = calloc((size_t)n, sizeof(*c->wq));
+    if (!c->wq)
+        abort();
+    c->wq_cnt = n;
+    for (int i = 0; i < n; i++) {
+        worker_queue_t *w = &c->wq[i];
+        *w = (worker_queue_t){rd_kafka_queue_new(c->rk), wake, ctx, i};
+        rd_kafka_queue_cb_event_enable(w->q, worker_queue_event, w);
+    }
+}
+
+void kr_consumer_forward(kr_consumer_t *c, const char *topic, int32_t partition, int worker)
+{
+    if (!c->wq)
+        return;
+    rd_kafka_queue_t *pq = rd_kafka_queue_get_partition(c->rk, topic, partition);
+    if (!pq)
+        return; /* then the consumer queue has its messages, as without workers */
+    rd_kafka_queue_forward(pq, c->wq[worker % c->wq_cnt].q);
+    rd_kafka_queue_destroy(pq);
+}
+
+ssize_t kr_consumer_poll_worker(kr_consumer_t *c, int worker, rd_kafka_message_t **rkms,
+                                size_t max)
+{
+    if (!c->wq)
+        return 0;
+    return rd_kafka_consume_batch_queue(c->wq[worker % c->wq_cnt].q, 0, rkms, max);
+}
+
+/* Stops the worker queues' wake-ups and lets go of them (rd_kafka_destroy
+ * waits for every queue reference); what they still hold is dropped,
+ * uncommitted, for the partitions' next owner. */
+static void worker_queues_free(kr_consumer_t *c)
+{
+    for (int i = 0; i < c->wq_cnt; i++) {
+        rd_kafka_queue_cb_event_enable(c->wq[i].q, NULL, NULL);
+        rd_kafka_queue_destroy(c->wq[i].q);
+    }
+    free(c->wq);
+    c->wq = NULL;
+    c->wq_cnt = 0;
 }
 
 void kr_consumer_wake_fd(kr_consumer_t *c, int fd)
@@ -491,6 +559,7 @@ void kr_consumer_close(kr_consumer_t *c)
     rd_kafka_queue_io_event_enable(c->q, -1, NULL, 0);
     rd_kafka_queue_destroy(c->q);
     rd_kafka_consumer_close(c->rk);
+    worker_queues_free(c);
     if (c->stores) /* advanced by a lost partition's revoke: not to be committed */
         rd_kafka_topic_partition_list_destroy(c->stores);
     free(c->store_slots);

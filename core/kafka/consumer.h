@@ -37,6 +37,24 @@ int kr_consumer_subscribe(kr_consumer_t *c, const char *const *topics, size_t cn
 /* Up to `max` messages (errors included: check rkm->err). */
 ssize_t kr_consumer_poll(kr_consumer_t *c, int timeout_ms, rd_kafka_message_t **rkms,
                          size_t max);
+/* Called from a librdkafka thread when worker `worker`'s queue gets
+ * messages after it was last polled: must only signal (no librdkafka call). */
+typedef void kr_consumer_wake_fn(void *ctx, int worker);
+/* Gives each of `n` worker threads a queue of its own: the partitions
+ * forwarded to it (kr_consumer_forward) deliver there instead of to the
+ * consumer queue, which keeps rebalances, errors and whatever was not
+ * forwarded. `wake(ctx, i)` is called when queue i stops being empty. */
+void kr_consumer_split(kr_consumer_t *c, int n, kr_consumer_wake_fn *wake, void *ctx);
+/* Sends the partition's messages to worker `worker`'s queue from now on
+ * (a no-op without kr_consumer_split). Called before the partition is
+ * assigned, so its first message already goes there; librdkafka drops the
+ * forward when the partition's fetch stops (a revoke), and keeps one set
+ * here over its own when the fetch starts again. */
+void kr_consumer_forward(kr_consumer_t *c, const char *topic, int32_t partition, int worker);
+/* Up to `max` messages of the partitions forwarded to worker `worker`,
+ * without waiting (errors included: check rkm->err). */
+ssize_t kr_consumer_poll_worker(kr_consumer_t *c, int worker, rd_kafka_message_t **rkms,
+                                size_t max);
 /* Wakes `fd` (writes one byte) when messages or events arrive. */
 void kr_consumer_wake_fd(kr_consumer_t *c, int fd);
 /* Stores `offset` (the next offset to read) for commit: kept until

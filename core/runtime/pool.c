@@ -25,6 +25,8 @@ typedef struct thread {
     int64_t wedge_at_ms;     /* ...abandoned once the clock passes this */
     int64_t started_ms;
     int abandoned;           /* the watchdog gave up on it (a zombie) */
+    int poked;               /* kr_pool_poke since its last pass */
+    int64_t passed_ms;       /* when it last began a pass (or started) */
     struct thread *znext;    /* zombies, still running */
 } thread_t;
 
@@ -33,12 +35,16 @@ struct kr_pool {
     thread_t **threads;      /* by worker index; replaced when abandoned */
     int n;
     thread_t *zombies;
-    kr_job_t *done_head, *done_tail;
+    kr_job_t **done_head, **done_tail; /* finished jobs, by the index of their thread */
     int wake_owed;           /* jobs were posted to an empty list: write wake_fd */
     int wake_fd;
     int stopping;
     pthread_t watchdog;
     pthread_cond_t tick;     /* wakes the watchdog to stop */
+    kr_pool_pass_fn *pass;   /* kr_pool_set_pass: what an idle thread does */
+    void *pass_ctx;
+    int in_pass;             /* threads inside pass() now */
+    pthread_cond_t passes_done; /* in_pass dropped to 0 */
 };
 
 static void *thread_main(void *arg);
@@ -62,16 +68,16 @@ static void wake_router(kr_pool_t *p)
  * owes the router a wake-up; a worker pays it once its queue is empty or
  * a job ran long (see thread_main), so a batch of quick runs wakes the
  * router once, not once per run. Under p->mu. */
-static void post_done(kr_pool_t *p, kr_job_t *job)
+static void post_done(kr_pool_t *p, int index, kr_job_t *job)
 {
     job->next = NULL;
-    if (!p->done_head)
+    if (!p->done_head[index])
         p->wake_owed = 1;
-    if (p->done_tail)
-        p->done_tail->next = job;
+    if (p->done_tail[index])
+        p->done_tail[index]->next = job;
     else
-        p->done_head = job;
-    p->done_tail = job;
+        p->done_head[index] = job;
+    p->done_tail[index] = job;
 }
 
 /* Hands back `job` and, when the rest of its batch is still at the head
@@ -85,11 +91,11 @@ static void post_with_rest(kr_pool_t *p, thread_t *t, kr_job_t *job, int skip_re
         if (!t->head)
             t->tail = NULL;
     }
-    post_done(p, job);
+    post_done(p, t->index, job);
     for (kr_job_t *j = rest, *nx; j; j = nx) {
         nx = j->next;
         j->rc = KR_JOB_SKIPPED;
-        post_done(p, j);
+        post_done(p, t->index, j);
     }
 }
 
@@ -100,7 +106,12 @@ static thread_t *thread_start(kr_pool_t *p, int index)
         abort();
     t->pool = p;
     t->index = index;
-    pthread_cond_init(&t->work, NULL);
+    t->passed_ms = kr_clock_ms();
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* timed_wait's clock */
+    pthread_cond_init(&t->work, &ca);
+    pthread_condattr_destroy(&ca);
     if (pthread_create(&t->tid, NULL, thread_main, t) != 0)
         abort();
     /* named so top -H and perf tell the workers from the router ("kroute") */
@@ -121,7 +132,7 @@ static void zombie_exit(kr_pool_t *p, thread_t *t, kr_run_t *run, void *ctx)
         abort();
     rel->rc = KR_JOB_RELEASED;
     rel->ctx = ctx;
-    post_done(p, rel);
+    post_done(p, t->index, rel);
     wake_router(p);
     for (thread_t **z = &p->zombies; *z; z = &(*z)->znext)
         if (*z == t) {
@@ -151,6 +162,42 @@ static int run_job(kr_job_t *job)
     return kr_vm_resume(job->vm, job->run, job->value, job->len, job->err);
 }
 
+/* How long an idle thread with a pass sleeps before passing again: what
+ * a pass finds without a poke (delivery reports, offsets) waits this long
+ * at most. */
+#define PASS_IDLE_MS 10
+
+/* Waits on t->work for at most ms. Under p->mu. */
+static void timed_wait(thread_t *t, int ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_nsec += ms * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&t->work, &t->pool->mu, &until);
+}
+
+/* Runs the pass for idle thread t, without p->mu. Returns 1 when the
+ * thread should look at its queue again before sleeping: the pass did
+ * something, or it was poked meanwhile. Under p->mu. */
+static int idle_pass(kr_pool_t *p, thread_t *t)
+{
+    kr_pool_pass_fn *pass = p->pass;
+    void *ctx = p->pass_ctx;
+    t->poked = 0;
+    t->passed_ms = kr_clock_ms();
+    p->in_pass++;
+    pthread_mutex_unlock(&p->mu);
+    int did = pass(ctx, t->index);
+    pthread_mutex_lock(&p->mu);
+    if (--p->in_pass == 0)
+        pthread_cond_broadcast(&p->passes_done);
+    return did || t->poked || t->head || t->calls;
+}
+
 static void *thread_main(void *arg)
 {
     thread_t *t = arg;
@@ -171,6 +218,12 @@ static void *thread_main(void *arg)
         if (!batch) {
             if (p->stopping)
                 break;
+            if (p->pass) {
+                if (idle_pass(p, t))
+                    continue; /* it found work: maybe jobs for this thread */
+                timed_wait(t, PASS_IDLE_MS);
+                continue;
+            }
             pthread_cond_wait(&t->work, &p->mu);
             continue;
         }
@@ -217,8 +270,9 @@ static void *thread_main(void *arg)
         job->seconds = (double)(end_ns - start_ns) / 1e9;
         post_with_rest(p, t, job, rc != KR_VM_OK);
         /* the router hears of finished runs when this thread runs out of
-         * work, or at once after a long run (its outputs wait otherwise) */
-        if (!t->head || job->seconds >= WAKE_AFTER_S)
+         * work, or at once after a long run (its outputs wait otherwise);
+         * with a pass, a thread out of work collects them itself */
+        if (t->head ? job->seconds >= WAKE_AFTER_S : !p->pass)
             wake_router(p);
     }
     pthread_mutex_unlock(&p->mu);
@@ -287,10 +341,13 @@ kr_pool_t *kr_pool_new(int threads, int wake_fd)
     p->n = threads > 0 ? threads : 1;
     p->wake_fd = wake_fd;
     p->threads = calloc((size_t)p->n, sizeof(*p->threads));
-    if (!p->threads)
+    p->done_head = calloc((size_t)p->n, sizeof(*p->done_head));
+    p->done_tail = calloc((size_t)p->n, sizeof(*p->done_tail));
+    if (!p->threads || !p->done_head || !p->done_tail)
         abort();
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->tick, NULL);
+    pthread_cond_init(&p->passes_done, NULL);
     pthread_mutex_lock(&p->mu);
     for (int i = 0; i < p->n; i++)
         p->threads[i] = thread_start(p, i);
@@ -335,11 +392,56 @@ void kr_pool_call(kr_pool_t *p, int worker, kr_job_t *job)
     pthread_mutex_unlock(&p->mu);
 }
 
+void kr_pool_set_pass(kr_pool_t *p, kr_pool_pass_fn *pass, void *ctx)
+{
+    pthread_mutex_lock(&p->mu);
+    p->pass = pass;
+    p->pass_ctx = ctx;
+    while (!pass && p->in_pass > 0) /* the old ctx may go once nobody uses it */
+        pthread_cond_wait(&p->passes_done, &p->mu);
+    for (int i = 0; pass && i < p->n; i++)
+        pthread_cond_signal(&p->threads[i]->work);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void kr_pool_poke(kr_pool_t *p, int worker)
+{
+    pthread_mutex_lock(&p->mu);
+    thread_t *t = p->threads[worker % p->n];
+    t->poked = 1;
+    pthread_cond_signal(&t->work);
+    pthread_mutex_unlock(&p->mu);
+}
+
 kr_job_t *kr_pool_finished(kr_pool_t *p)
 {
     pthread_mutex_lock(&p->mu);
-    kr_job_t *jobs = p->done_head;
-    p->done_head = p->done_tail = NULL;
+    kr_job_t *jobs = NULL, **tail = &jobs;
+    for (int i = 0; i < p->n; i++) {
+        if (!p->done_head[i])
+            continue;
+        *tail = p->done_head[i];
+        tail = &p->done_tail[i]->next;
+        p->done_head[i] = p->done_tail[i] = NULL;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return jobs;
+}
+
+int64_t kr_pool_passed_ms(kr_pool_t *p, int worker)
+{
+    pthread_mutex_lock(&p->mu);
+    int64_t at = p->threads[worker % p->n]->passed_ms;
+    pthread_mutex_unlock(&p->mu);
+    return at;
+}
+
+kr_job_t *kr_pool_finished_by(kr_pool_t *p, int worker)
+{
+    pthread_mutex_lock(&p->mu);
+    int i = worker % p->n;
+    kr_job_t *jobs = p->done_head[i];
+    p->done_head[i] = p->done_tail[i] = NULL;
     pthread_mutex_unlock(&p->mu);
     return jobs;
 }
@@ -406,6 +508,9 @@ void kr_pool_free(kr_pool_t *p)
     /* finished jobs nobody collected belong to their submitters */
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->tick);
+    pthread_cond_destroy(&p->passes_done);
+    free(p->done_head);
+    free(p->done_tail);
     free(p->threads);
     free(p);
 }

@@ -10,8 +10,10 @@
  * A watchdog abandons a thread whose job outlives its VM's deadline by
  * more than a margin (a long C call no hook can interrupt): the job comes
  * back KR_JOB_WEDGED, a fresh thread takes over the queue, and the old one
- * finishes on its own; it never touches the job again. Everything else
- * (Kafka, offsets, outputs) stays on the router thread. */
+ * finishes on its own; it never touches the job again. Between jobs, a
+ * thread with nothing queued runs the pass it was given (kr_pool_set_pass:
+ * the engine's work for the partitions it owns, engine/pass.c); then the
+ * router is not woken for the jobs it finished, the pass acts on them. */
 #ifndef KR_POOL_H
 #define KR_POOL_H
 
@@ -69,9 +71,27 @@ void kr_pool_submit(kr_pool_t *p, int worker, kr_job_t *batch);
 /* Queues a KR_JOB_CALL for thread `worker`, ahead of every batch: it runs
  * as soon as the job in progress there ends. */
 void kr_pool_call(kr_pool_t *p, int worker, kr_job_t *job);
+/* What a thread does whenever it runs out of queued jobs: the router's
+ * pass for worker `worker` (consume its partitions, act on finished runs,
+ * produce). Returns 1 when it did something, 0 when there was nothing to
+ * do. Called without the pool's lock, so it may queue jobs. */
+typedef int kr_pool_pass_fn(void *ctx, int worker);
+/* Sets the pass (NULL: none; then a thread only sleeps when idle, and the
+ * router is woken for every batch of finished jobs). Idle threads pass
+ * again when poked, and every 10 ms at most. Setting NULL returns once
+ * no thread is inside the old pass, so its ctx may be freed. */
+void kr_pool_set_pass(kr_pool_t *p, kr_pool_pass_fn *pass, void *ctx);
+/* Wakes thread `worker` for a pass, if it is idle (any thread, any time:
+ * kr_consumer_split's wake). */
+void kr_pool_poke(kr_pool_t *p, int worker);
+/* When thread `worker` last began a pass (kr_clock_ms; an idle thread
+ * passes every 10 ms): long ago means it is running a long job. */
+int64_t kr_pool_passed_ms(kr_pool_t *p, int worker);
 /* Takes every finished job (linked by `next`), in the order they finished
  * (NULL: none). */
 kr_job_t *kr_pool_finished(kr_pool_t *p);
+/* The same, of thread `worker`'s jobs only (the ones its pass acts on). */
+kr_job_t *kr_pool_finished_by(kr_pool_t *p, int worker);
 /* 1 while an abandoned thread still runs in `vm` (no one may enter it). */
 int kr_pool_vm_abandoned(kr_pool_t *p, const kr_vm_t *vm);
 /* Threads abandoned by the watchdog that are still running, and the route

@@ -5,34 +5,7 @@ local env = require "support.env"
 local ts = env.ts
 local json = require("kroute.native").json
 
--- Samples of a scrape, through the reference parser: name -> list.
-local function scrape(url)
-  local status, body = env.http("GET", url .. "/metrics")
-  assert.equal(200, status)
-  local tmp = os.tmpname()
-  env.write(tmp, body)
-  local p = assert(io.popen("/usr/bin/python3 spec/support/promparse.py < " .. tmp .. " 2>&1"))
-  local out = p:read("a")
-  local ok = p:close()
-  os.remove(tmp)
-  assert.is_true(ok, "Prometheus's parser rejected the scrape:\n" .. out .. "\n" .. body)
-  local samples = {}
-  for line in out:gmatch("[^\n]+") do
-    local s = json.decode(line)
-    samples[s.name] = samples[s.name] or {}
-    table.insert(samples[s.name], s)
-  end
-  return samples, body
-end
-
--- The value of the sample `name` whose labels include `labels`.
-local function value(samples, name, labels)
-  for _, s in ipairs(samples[name] or {}) do
-    local match = true
-    for k, v in pairs(labels or {}) do match = match and s.labels[k] == v end
-    if match then return s.value end
-  end
-end
+local scrape, value = env.scrape, env.metric
 
 describe("admin endpoint", function()
   local broker, dir, r, url

@@ -181,9 +181,10 @@ describe("kroute run", function()
       "--drain-timeout", "10s"}, log_level = "debug"})
     assert.is_truthy(r:wait_assigned(30000), r:logtext())
     assert.matches("group=flag%-group", r:logtext())
-    -- the budget sizes librdkafka's prefetch, shared by the two groups
-    assert.matches("group=flag%-group prefetches up to 4096 KiB", r:logtext())
-    assert.matches("group=flag%-b prefetches up to 4096 KiB", r:logtext())
+    -- the budget sizes librdkafka's prefetch, shared by the queues of the
+    -- two groups' two worker threads each: 8 MiB / 4
+    assert.matches("group=flag%-group prefetches up to 2048 KiB", r:logtext())
+    assert.matches("group=flag%-b prefetches up to 2048 KiB", r:logtext())
     ts.produce(broker.addr, "flags.in", {{key = "k", value = "v"}})
     local out = env.consume(broker.addr, "flags.out", 1, 15000)
     assert.equal(1, #out)

@@ -260,6 +260,38 @@ function env.http(method, url, headers, timeout_s)
   return tonumber(status), body
 end
 
+--- A /metrics scrape read by Prometheus's own parser (support/promparse.py,
+-- python3-prometheus-client): samples by name, and the text. Text the
+-- parser rejects fails the spec.
+function env.scrape(url)
+  local status, body = env.http("GET", url .. "/metrics")
+  if status ~= 200 then error("GET /metrics: " .. tostring(status), 2) end
+  local tmp = os.tmpname()
+  env.write(tmp, body)
+  local p = assert(io.popen("/usr/bin/python3 spec/support/promparse.py < " .. tmp .. " 2>&1"))
+  local out = p:read("a")
+  local ok = p:close()
+  os.remove(tmp)
+  if not ok then error("Prometheus's parser rejected the scrape:\n" .. out .. "\n" .. body, 2) end
+  local json = require("kroute.native").json
+  local samples = {}
+  for line in out:gmatch("[^\n]+") do
+    local s = json.decode(line)
+    samples[s.name] = samples[s.name] or {}
+    table.insert(samples[s.name], s)
+  end
+  return samples, body
+end
+
+--- The value of the sample `name` whose labels include `labels` (nil: none).
+function env.metric(samples, name, labels)
+  for _, s in ipairs(samples[name] or {}) do
+    local match = true
+    for k, v in pairs(labels or {}) do match = match and s.labels[k] == v end
+    if match then return s.value end
+  end
+end
+
 --- GET /reload of a running kroute, decoded.
 function Router:reload_status()
   local status, body = env.http("GET", self:admin_url() .. "/reload")
