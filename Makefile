@@ -181,7 +181,7 @@ $(BUILD)/bench-passthrough: spec/bench/passthrough.c | $(BUILD)/obj
 valgrind: all
 	@printf '#!/bin/sh\nexec valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=66 "$$(dirname "$$0")/kroute" "$$@"\n' > $(BUILD)/kroute-valgrind
 	@chmod +x $(BUILD)/kroute-valgrind
-	@KROUTE_BIN=$(BUILD)/kroute-valgrind sh spec/run.sh integration-file spec/integration/routing_spec.lua spec/integration/request_spec.lua
+	@KROUTE_BIN=$(BUILD)/kroute-valgrind sh spec/run.sh integration-file spec/integration/routing_spec.lua spec/integration/request_spec.lua spec/integration/workers_spec.lua
 
 # The worked examples (every examples/*/ folder) and routes/ go to
 # PREFIX/share/kroute, side by side as in the repository, so

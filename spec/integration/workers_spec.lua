@@ -39,13 +39,14 @@ routes:
     env.write(dir .. "/upper.lua", [[
 return function(msg) return msg.value:upper() end
 ]])
-    -- "slow" keeps its thread busy for 4 s; anything else returns at once
+    -- "slow" keeps its thread busy for 10 s (long enough for the rest to get
+    -- through even under valgrind); anything else returns at once
     env.write(dir .. "/slow.lua", [[
 local kroute = require "kroute"
 return function(msg)
   if msg.value == "slow" then
     kroute.log.info("slow run started")
-    local t = kroute.now() + 4000
+    local t = kroute.now() + 10000
     while kroute.now() < t do end
   end
   return msg.value
