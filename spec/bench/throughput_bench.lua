@@ -10,7 +10,11 @@
 --   (d) kroute fanning each event out to 3 topics;
 --   (e) the transform with --workers 1 and 2, ordering partition and key;
 --   (n) the naive loop a user could write instead: the reference program
---       with spec/bench/naive_transform.lua (one thread, Lua 5.4, lua-cjson).
+--       with spec/bench/naive_transform.lua (one thread, Lua 5.4, lua-cjson);
+--   (h1, h2) a CPU-heavy handler (a checksum over the value, 20 times) on one
+--       hot partition (HOT_N events in a topic of its own), --workers 2,
+--       ordering partition against ordering key: what spreading one
+--       partition's keys over the threads gains.
 -- For each: the drain rate (first output to the N-th: the group join is
 -- left out), CPU seconds per 100k events during the drain, and peak RSS,
 -- each as a ratio to (a) of the same round. Then p50/p99 latency (input
@@ -24,6 +28,7 @@ local json = require("kroute.native").json
 local N = tonumber(os.getenv("BENCH_EVENTS") or "300000")
 local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "3")
 local PARTS = 16 -- the mock keeps 5 MiB per partition: 16 hold 300k events
+local HOT_N = 15000 -- what one partition holds
 local bench = require "support.bench"
 local proc_cpu, peak_rss_mib, median = bench.proc_cpu, bench.peak_rss_mib, bench.median
 
@@ -31,12 +36,21 @@ local function progress(msg) io.stderr:write("bench: ", msg, "\n") end
 
 local broker = env.broker{"tp.in:" .. PARTS, "tp.out:" .. PARTS, "tp.f1:" .. PARTS,
                           "tp.f2:" .. PARTS, "tp.f3:" .. PARTS, "lat.in:" .. PARTS,
-                          "lat.out:" .. PARTS}
+                          "lat.out:" .. PARTS, "hot.in:1", "hot.out:1"}
 local dir = env.tmpdir()
 
 local HANDLERS = {
   pass = "return function(msg) return msg.value end\n",
   transform = env.read("spec/bench/payment_transform.lua"),
+  heavy = [[
+return function(msg)
+  local v, sum = msg.value, 0
+  for _ = 1, 20 do
+    for i = 1, #v do sum = (sum + v:byte(i)) % 65521 end
+  end
+  return msg.value
+end
+]],
   fanout = [[
 local kroute = require "kroute"
 return function(msg)
@@ -77,11 +91,18 @@ local CONFIGS = {
    script = "spec/bench/naive_transform.lua"},
 }
 
+local HOT = {
+  {id = "h1", name = "heavy handler, one hot partition, ordering partition",
+   handler = "heavy", workers = 2},
+  {id = "h2", name = "heavy handler, one hot partition, ordering key",
+   handler = "heavy", workers = 2, ordering = "key"},
+}
+
 local wm = assert(ts.watermarks(broker.addr))
 local function total(topics)
   local n = 0
   for _, t in ipairs(type(topics) == "table" and topics or {topics}) do
-    n = n + assert(wm:sum(t, PARTS))
+    n = n + assert(wm:sum(t, t:match("^hot%.") and 1 or PARTS))
   end
   return n
 end
@@ -96,11 +117,14 @@ local function start(cfg, group, input, output)
   return bench.start_kroute(d, broker.addr, group, {"--workers", tostring(cfg.workers)})
 end
 
-local function drain(cfg, round)
-  local outputs = cfg.outputs or {"tp.out"}
-  local want = N * #outputs
+-- Drains `n` events (N of tp.in unless given: HOT_N of hot.in).
+local function drain(cfg, round, input, n)
+  input, n = input or "tp.in", n or N
+  local output = input:gsub("%.in$", ".out")
+  local outputs = cfg.outputs or {output}
+  local want = n * #outputs
   local base = total(outputs)
-  local pid, stop = start(cfg, ("bench-%s-%d"):format(cfg.id, round), "tp.in", "tp.out")
+  local pid, stop = start(cfg, ("bench-%s-%d"):format(cfg.id, round), input, output)
   local t_first, cpu_first
   local t_start = ts.monotonic()
   while true do
@@ -112,7 +136,7 @@ local function drain(cfg, round)
     ts.sleep(t_first and 10 or 2)
   end
   local secs = (ts.monotonic() - t_first) / 1000
-  local res = {rate = N / secs, cpu = (proc_cpu(pid) - cpu_first) / N * 100000,
+  local res = {rate = n / secs, cpu = (proc_cpu(pid) - cpu_first) / n * 100000,
                rss = peak_rss_mib(pid)}
   stop()
   return res
@@ -185,6 +209,15 @@ for s = 1, N do
   if #batch == 20000 or s == N then ts.produce(broker.addr, "tp.in", batch); batch = {} end
 end
 assert(total("tp.in") == N, "the broker did not keep every event: raise PARTS")
+for s = 1, HOT_N do
+  local user = "u" .. s % 5000
+  batch[#batch + 1] = {key = user, value = json.encode{
+    paymentId = ("h%08d"):format(s), userId = user, concertId = "c" .. s % 20,
+    seat = "A-" .. s % 300, amount = 1000 + s % 9000, status = "COMPLETED"}}
+end
+ts.produce(broker.addr, "hot.in", batch)
+batch = {}
+assert(total("hot.in") == HOT_N, "the broker did not keep every event: lower HOT_N")
 
 local results = {} -- results[id][round]
 for round = 1, ROUNDS do
@@ -194,6 +227,13 @@ for round = 1, ROUNDS do
     results[cfg.id][round] = res
     progress(("round %d %-46s %9.0f events/s  %.2f CPU-s/100k  %5.1f MiB"):format(
       round, cfg.name, res.rate, res.cpu, res.rss))
+  end
+  for _, cfg in ipairs(HOT) do
+    local res = drain(cfg, round, "hot.in", HOT_N)
+    results[cfg.id] = results[cfg.id] or {}
+    results[cfg.id][round] = res
+    progress(("round %d %-46s %9.0f events/s  %.2f CPU-s/100k"):format(
+      round, cfg.name, res.rate, res.cpu))
   end
 end
 
@@ -211,6 +251,19 @@ do -- the issue-14 targets: the transform against the naive loop, same rounds
   end
   print(("kroute JSON transform (c) against the naive loop (n), same rounds: drain %.2fx, "
          .. "CPU per event %.2fx (medians)"):format(median(drain), median(cpu)))
+end
+do -- one hot partition: ordering key (h2) against ordering partition (h1)
+  local rate, drain, cpu = {}, {}, {}
+  for round = 1, ROUNDS do
+    local h1, h2 = results.h1[round], results.h2[round]
+    rate[#rate + 1] = h1.rate
+    drain[#drain + 1] = h2.rate / h1.rate
+    cpu[#cpu + 1] = h2.cpu / h1.cpu
+  end
+  print(("a CPU-heavy handler on one hot partition (%d events), --workers 2: ordering key "
+         .. "(h2) against ordering partition (h1, %.0f events/s), same rounds: drain %.2fx, "
+         .. "CPU per event %.2fx (medians)"):format(HOT_N, median(rate), median(drain),
+                                                     median(cpu)))
 end
 
 local ref50, ref99, refn, refout = latency(CONFIGS[1])
