@@ -13,6 +13,16 @@
 #include "clock.h"
 #include "ops/log.h"
 
+/* How long an idle thread with a pass sleeps before passing again: what
+ * a pass finds without a poke (delivery reports, offsets) waits this long
+ * at most. Each pass that finds nothing doubles the sleep, up to
+ * PASS_IDLE_MAX_MS, so an idle kroute does not pass 100 times a second per
+ * thread; one that finds work starts again from PASS_IDLE_MS. (The
+ * router's cover, engine/pass.c, waits 100 ms: more than the longest
+ * sleep.) */
+#define PASS_IDLE_MS 10
+#define PASS_IDLE_MAX_MS 40
+
 typedef struct thread {
     kr_pool_t *pool;
     int index;
@@ -27,6 +37,7 @@ typedef struct thread {
     int abandoned;           /* the watchdog gave up on it (a zombie) */
     int poked;               /* kr_pool_poke since its last pass */
     int64_t passed_ms;       /* when it last began a pass (or started) */
+    int idle_ms;             /* how long it sleeps after a pass that found nothing */
     struct thread *znext;    /* zombies, still running */
 } thread_t;
 
@@ -107,6 +118,7 @@ static thread_t *thread_start(kr_pool_t *p, int index)
     t->pool = p;
     t->index = index;
     t->passed_ms = kr_clock_ms();
+    t->idle_ms = PASS_IDLE_MS;
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* timed_wait's clock */
@@ -162,10 +174,6 @@ static int run_job(kr_job_t *job)
     return kr_vm_resume(job->vm, job->run, job->value, job->len, job->err);
 }
 
-/* How long an idle thread with a pass sleeps before passing again: what
- * a pass finds without a poke (delivery reports, offsets) waits this long
- * at most. */
-#define PASS_IDLE_MS 10
 
 /* Waits on t->work for at most ms. Under p->mu. */
 static void timed_wait(thread_t *t, int ms)
@@ -219,9 +227,13 @@ static void *thread_main(void *arg)
             if (p->stopping)
                 break;
             if (p->pass) {
-                if (idle_pass(p, t))
+                if (idle_pass(p, t)) {
+                    t->idle_ms = PASS_IDLE_MS;
                     continue; /* it found work: maybe jobs for this thread */
-                timed_wait(t, PASS_IDLE_MS);
+                }
+                timed_wait(t, t->idle_ms);
+                if (t->idle_ms < PASS_IDLE_MAX_MS)
+                    t->idle_ms *= 2;
                 continue;
             }
             pthread_cond_wait(&t->work, &p->mu);

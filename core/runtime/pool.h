@@ -78,14 +78,14 @@ void kr_pool_call(kr_pool_t *p, int worker, kr_job_t *job);
 typedef int kr_pool_pass_fn(void *ctx, int worker);
 /* Sets the pass (NULL: none; then a thread only sleeps when idle, and the
  * router is woken for every batch of finished jobs). Idle threads pass
- * again when poked, and every 10 ms at most. Setting NULL returns once
+ * again when poked, and every 10 to 40 ms. Setting NULL returns once
  * no thread is inside the old pass, so its ctx may be freed. */
 void kr_pool_set_pass(kr_pool_t *p, kr_pool_pass_fn *pass, void *ctx);
 /* Wakes thread `worker` for a pass, if it is idle (any thread, any time:
  * kr_consumer_split's wake). */
 void kr_pool_poke(kr_pool_t *p, int worker);
 /* When thread `worker` last began a pass (kr_clock_ms; an idle thread
- * passes every 10 ms): long ago means it is running a long job. */
+ * passes every 10 to 40 ms): long ago means it is running a long job. */
 int64_t kr_pool_passed_ms(kr_pool_t *p, int worker);
 /* Takes every finished job (linked by `next`), in the order they finished
  * (NULL: none). */
