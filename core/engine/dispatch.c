@@ -84,7 +84,7 @@ void kr_dispatch_render_metrics(kr_dispatch_t *d, kr_buf_t *out)
     for (int w = 0; w <= d->router_slot && d->taken; w++) {
         char thread[24];
         if (w < d->router_slot)
-            snprintf(thread, sizeof(thread), "kr-worker-%d", w);
+            kr_pool_thread_name(w, thread, sizeof(thread));
         else
             snprintf(thread, sizeof(thread), "kroute");
         kr_metric_label_t label = {"thread", thread};

@@ -110,6 +110,11 @@ static void post_with_rest(kr_pool_t *p, thread_t *t, kr_job_t *job, int skip_re
     }
 }
 
+void kr_pool_thread_name(int worker, char *buf, size_t size)
+{
+    snprintf(buf, size, "kr-worker-%u", (unsigned)worker % 100000u);
+}
+
 static thread_t *thread_start(kr_pool_t *p, int index)
 {
     thread_t *t = calloc(1, sizeof(*t));
@@ -128,7 +133,7 @@ static thread_t *thread_start(kr_pool_t *p, int index)
         abort();
     /* named so top -H and perf tell the workers from the router ("kroute") */
     char name[16];
-    snprintf(name, sizeof(name), "kr-worker-%u", (unsigned)index % 100000u);
+    kr_pool_thread_name(index, name, sizeof(name));
     pthread_setname_np(t->tid, name);
     return t;
 }
@@ -173,7 +178,6 @@ static int run_job(kr_job_t *job)
         return kr_vm_run(job->vm, job->run);
     return kr_vm_resume(job->vm, job->run, job->value, job->len, job->err);
 }
-
 
 /* Waits on t->work for at most ms. Under p->mu. */
 static void timed_wait(thread_t *t, int ms)
@@ -425,16 +429,27 @@ void kr_pool_poke(kr_pool_t *p, int worker)
     pthread_mutex_unlock(&p->mu);
 }
 
+/* Unlinks thread i's finished jobs, in order (NULL: none); *last (if
+ * given) gets the last of them. Under p->mu. */
+static kr_job_t *take_done(kr_pool_t *p, int i, kr_job_t **last)
+{
+    kr_job_t *jobs = p->done_head[i];
+    if (last)
+        *last = p->done_tail[i];
+    p->done_head[i] = p->done_tail[i] = NULL;
+    return jobs;
+}
+
 kr_job_t *kr_pool_finished(kr_pool_t *p)
 {
     pthread_mutex_lock(&p->mu);
     kr_job_t *jobs = NULL, **tail = &jobs;
     for (int i = 0; i < p->n; i++) {
-        if (!p->done_head[i])
+        kr_job_t *last, *mine = take_done(p, i, &last);
+        if (!mine)
             continue;
-        *tail = p->done_head[i];
-        tail = &p->done_tail[i]->next;
-        p->done_head[i] = p->done_tail[i] = NULL;
+        *tail = mine;
+        tail = &last->next;
     }
     pthread_mutex_unlock(&p->mu);
     return jobs;
@@ -451,9 +466,7 @@ int64_t kr_pool_passed_ms(kr_pool_t *p, int worker)
 kr_job_t *kr_pool_finished_by(kr_pool_t *p, int worker)
 {
     pthread_mutex_lock(&p->mu);
-    int i = worker % p->n;
-    kr_job_t *jobs = p->done_head[i];
-    p->done_head[i] = p->done_tail[i] = NULL;
+    kr_job_t *jobs = take_done(p, worker % p->n, NULL);
     pthread_mutex_unlock(&p->mu);
     return jobs;
 }

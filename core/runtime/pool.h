@@ -62,6 +62,9 @@ typedef struct kr_pool kr_pool_t;
  * finish. */
 kr_pool_t *kr_pool_new(int threads, int wake_fd);
 int kr_pool_threads(const kr_pool_t *p);
+/* Thread `worker`'s name, as top -H and perf show it ("kr-worker-N"; the
+ * router thread is "kroute"): what the metrics label a worker with. */
+void kr_pool_thread_name(int worker, char *buf, size_t size);
 /* Queues a batch (jobs linked by `next`) for thread `worker`; every VM
  * must belong to it. The thread runs them in order and stops at the first
  * that does not end KR_VM_OK: the rest come back KR_JOB_SKIPPED, so a
@@ -87,8 +90,8 @@ void kr_pool_poke(kr_pool_t *p, int worker);
 /* When thread `worker` last began a pass (kr_clock_ms; an idle thread
  * passes every 10 to 40 ms): long ago means it is running a long job. */
 int64_t kr_pool_passed_ms(kr_pool_t *p, int worker);
-/* Takes every finished job (linked by `next`), in the order they finished
- * (NULL: none). */
+/* Takes every finished job (linked by `next`; NULL: none): each thread's
+ * in the order it finished them, one thread's after another's. */
 kr_job_t *kr_pool_finished(kr_pool_t *p);
 /* The same, of thread `worker`'s jobs only (the ones its pass acts on). */
 kr_job_t *kr_pool_finished_by(kr_pool_t *p, int worker);

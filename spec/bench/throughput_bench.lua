@@ -93,9 +93,9 @@ local CONFIGS = {
 
 local HOT = {
   {id = "h1", name = "heavy handler, one hot partition, ordering partition",
-   handler = "heavy", workers = 2},
+   handler = "heavy", workers = 2, input = "hot.in", n = HOT_N},
   {id = "h2", name = "heavy handler, one hot partition, ordering key",
-   handler = "heavy", workers = 2, ordering = "key"},
+   handler = "heavy", workers = 2, ordering = "key", input = "hot.in", n = HOT_N},
 }
 
 local wm = assert(ts.watermarks(broker.addr))
@@ -117,9 +117,9 @@ local function start(cfg, group, input, output)
   return bench.start_kroute(d, broker.addr, group, {"--workers", tostring(cfg.workers)})
 end
 
--- Drains `n` events (N of tp.in unless given: HOT_N of hot.in).
-local function drain(cfg, round, input, n)
-  input, n = input or "tp.in", n or N
+-- Drains cfg.n events of cfg.input (N of tp.in unless given).
+local function drain(cfg, round)
+  local input, n = cfg.input or "tp.in", cfg.n or N
   local output = input:gsub("%.in$", ".out")
   local outputs = cfg.outputs or {output}
   local want = n * #outputs
@@ -198,42 +198,35 @@ local function latency(cfg)
   return lat[math.max(1, #lat // 2)], lat[math.max(1, math.ceil(#lat * 0.99))], #lat, left_out
 end
 
+-- Preloads n payment events into `topic` (paymentId prefix: `prefix`).
+local function preload(topic, n, prefix)
+  local batch = {}
+  for s = 1, n do
+    local user = "u" .. s % 5000
+    batch[#batch + 1] = {key = user, value = json.encode{
+      paymentId = ("%s%08d"):format(prefix, s), userId = user, concertId = "c" .. s % 20,
+      seat = "A-" .. s % 300, amount = 1000 + s % 9000, status = "COMPLETED"}}
+    -- (one producer per call: few, large calls; a real broker takes ~0.5 s to set one up)
+    if #batch == 20000 or s == n then ts.produce(broker.addr, topic, batch); batch = {} end
+  end
+end
+
 progress(("preloading %d payment events into %d partitions"):format(N, PARTS))
-local batch = {}
-for s = 1, N do
-  local user = "u" .. s % 5000
-  batch[#batch + 1] = {key = user, value = json.encode{
-    paymentId = ("p%08d"):format(s), userId = user, concertId = "c" .. s % 20,
-    seat = "A-" .. s % 300, amount = 1000 + s % 9000, status = "COMPLETED"}}
-  -- (one producer per call: few, large calls; a real broker takes ~0.5 s to set one up)
-  if #batch == 20000 or s == N then ts.produce(broker.addr, "tp.in", batch); batch = {} end
-end
+preload("tp.in", N, "p")
 assert(total("tp.in") == N, "the broker did not keep every event: raise PARTS")
-for s = 1, HOT_N do
-  local user = "u" .. s % 5000
-  batch[#batch + 1] = {key = user, value = json.encode{
-    paymentId = ("h%08d"):format(s), userId = user, concertId = "c" .. s % 20,
-    seat = "A-" .. s % 300, amount = 1000 + s % 9000, status = "COMPLETED"}}
-end
-ts.produce(broker.addr, "hot.in", batch)
-batch = {}
+preload("hot.in", HOT_N, "h")
 assert(total("hot.in") == HOT_N, "the broker did not keep every event: lower HOT_N")
 
 local results = {} -- results[id][round]
 for round = 1, ROUNDS do
-  for _, cfg in ipairs(CONFIGS) do
-    local res = drain(cfg, round)
-    results[cfg.id] = results[cfg.id] or {}
-    results[cfg.id][round] = res
-    progress(("round %d %-46s %9.0f events/s  %.2f CPU-s/100k  %5.1f MiB"):format(
-      round, cfg.name, res.rate, res.cpu, res.rss))
-  end
-  for _, cfg in ipairs(HOT) do
-    local res = drain(cfg, round, "hot.in", HOT_N)
-    results[cfg.id] = results[cfg.id] or {}
-    results[cfg.id][round] = res
-    progress(("round %d %-46s %9.0f events/s  %.2f CPU-s/100k"):format(
-      round, cfg.name, res.rate, res.cpu))
+  for _, configs in ipairs{CONFIGS, HOT} do
+    for _, cfg in ipairs(configs) do
+      local res = drain(cfg, round)
+      results[cfg.id] = results[cfg.id] or {}
+      results[cfg.id][round] = res
+      progress(("round %d %-46s %9.0f events/s  %.2f CPU-s/100k  %5.1f MiB"):format(
+        round, cfg.name, res.rate, res.cpu, res.rss))
+    end
   end
 end
 
